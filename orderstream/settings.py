@@ -1,0 +1,108 @@
+"""The one place that reads the environment; everything else takes a Settings."""
+
+from __future__ import annotations
+
+from functools import cached_property
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+INVENTORY_TOPIC = "inventory_orders"
+DELIVERY_TOPIC = "delivery_orders"
+TOPIC_BY_TYPE = {"inventory": INVENTORY_TOPIC, "delivery": DELIVERY_TOPIC}
+DLQ_SUFFIX = ".dlq"
+CONSUMER_GROUPS = {"inventory": "inventory", "delivery": "delivery"}
+KAFKA_VERSION = "4.3.1"
+
+
+def dlq_topic(topic: str) -> str:
+    return topic + DLQ_SUFFIX
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="", extra="ignore", frozen=True)
+
+    orderstream_home: Path = Field(default=Path(".orderstream"))
+    database_url: str | None = None
+    kafka_bootstrap_servers: str | None = None
+    smtp_url: str | None = None
+
+    # Topic names are settings so tests can run on their own uuid topics.
+    inventory_topic: str = INVENTORY_TOPIC
+    delivery_topic: str = DELIVERY_TOPIC
+    inventory_group: str = "inventory"
+    delivery_group: str = "delivery"
+    topic_partitions: int = 6
+
+    # Local broker
+    kafka_port: int = 0  # 0: pick a free port once and remember it in the home
+    kafka_heap: str = "512m"
+
+    # Security for external clusters
+    kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    kafka_sasl_mechanism: str = "SCRAM-SHA-512"
+    kafka_sasl_username: str | None = None
+    kafka_sasl_password: SecretStr | None = None
+    kafka_ssl_ca_location: str | None = None
+
+    # Producer
+    produce_chunk_size: int = 20_000
+    produce_poll_interval_s: float = 0.2
+    message_timeout_ms: int = 120_000
+
+    # Consumers
+    consume_batch_size: int = 5_000
+    consume_poll_timeout_s: float = 0.5
+
+    # Delivery scheduling
+    daily_capacity_per_area: int = 200
+    slots_per_day: int = 4
+    scheduling_horizon_days: int = 7
+
+    @cached_property
+    def home(self) -> Path:
+        return self.orderstream_home.expanduser().resolve()
+
+    @property
+    def db_url(self) -> str:
+        return self.database_url or f"sqlite:///{self.home / 'orderstream.db'}"
+
+    @property
+    def topics(self) -> dict[str, str]:
+        """Event type -> topic."""
+        return {"inventory": self.inventory_topic, "delivery": self.delivery_topic}
+
+    @property
+    def groups(self) -> dict[str, str]:
+        return {"inventory": self.inventory_group, "delivery": self.delivery_group}
+
+    @property
+    def mail_dir(self) -> Path:
+        return self.home / "mail"
+
+    @property
+    def gx_dir(self) -> Path:
+        return self.home / "gx"
+
+    def kafka_client_config(self) -> dict[str, str]:
+        """librdkafka connection settings shared by every client."""
+        from orderstream.stack.local import bootstrap_servers
+
+        config = {"bootstrap.servers": bootstrap_servers(self)}
+        if self.kafka_security_protocol != "PLAINTEXT":
+            config["security.protocol"] = self.kafka_security_protocol
+        if self.kafka_security_protocol.startswith("SASL"):
+            config["sasl.mechanism"] = self.kafka_sasl_mechanism
+            config["sasl.username"] = self.kafka_sasl_username or ""
+            config["sasl.password"] = (
+                self.kafka_sasl_password.get_secret_value() if self.kafka_sasl_password else ""
+            )
+        if self.kafka_ssl_ca_location:
+            config["ssl.ca.location"] = self.kafka_ssl_ca_location
+        return config
+
+
+def get_settings(**overrides) -> Settings:
+    return Settings(**overrides)
