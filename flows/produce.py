@@ -1,0 +1,183 @@
+"""The produce flow: extract -> validate (GX) -> filter and produce -> commit progress."""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+
+import pandas as pd
+from prefect import flow, get_run_logger, task
+from prefect.exceptions import MissingContextError
+from sqlalchemy.orm import Session, sessionmaker
+
+from orderstream.db.engine import make_engine, migrate, session_factory
+from orderstream.errors import UserError
+from orderstream.kafka.producer import OrderProducer
+from orderstream.lifecycle import stop_requested
+from orderstream.settings import Settings
+from tasks.extract import count_pending, extract_chunk, read_pending
+from tasks.produce import delivery_orders_producer, inventory_orders_producer
+from tasks.progress import BatchCounts, commit_batch
+from tasks.validate import publish_validation_artifact, validate_events
+
+ROUTED = ("inventory", "delivery")
+
+
+class NotAcknowledged(UserError):
+    """Some messages were not acknowledged: their rows stay pending for the next pass."""
+
+
+@dataclass
+class PassReport:
+    batches: int = 0
+    counts: BatchCounts = field(default_factory=BatchCounts)
+    quarantine_reasons: dict[str, int] = field(default_factory=dict)
+
+    def add(self, counts: BatchCounts, reasons: dict[str, int], batches: int = 1) -> None:
+        self.batches += batches
+        for name, value in asdict(counts).items():
+            setattr(self.counts, name, getattr(self.counts, name) + value)
+        for reason, n in reasons.items():
+            self.quarantine_reasons[reason] = self.quarantine_reasons.get(reason, 0) + n
+
+
+def _logger() -> logging.Logger | logging.LoggerAdapter:
+    try:
+        return get_run_logger()
+    except MissingContextError:
+        return logging.getLogger("orderstream.produce")
+
+
+def produce_batch(
+    frame: pd.DataFrame, settings: Settings, producer: OrderProducer, sessions: sessionmaker[Session], *, artifacts: bool
+) -> tuple[BatchCounts, dict[str, int]]:
+    """Validate one chunk, send its valid routed rows, and commit once all are acknowledged."""
+    log = _logger()
+    batch_id = uuid.uuid4().hex
+    outcome = validate_events(frame, docs_dir=settings.gx_dir, batch_id=batch_id)
+    valid, rejected = outcome.valid, outcome.rejected
+    sent = [
+        inventory_orders_producer(valid, producer, settings.inventory_topic),
+        delivery_orders_producer(valid, producer, settings.delivery_topic),
+    ]
+    other = valid[~valid["type"].isin(ROUTED)]
+    report = producer.wait_for_acks(settings.message_timeout_ms / 1000 + 30)
+    unknown = any(event_id == "" for event_id, _ in report.failed)
+    failed = report.failed_ids
+    produced_ids: list[int] = []
+    counts = BatchCounts(extracted=len(frame), skipped_other=len(other), quarantined=len(rejected))
+    for event_type, rows in zip(ROUTED, sent):
+        # Rows of a failed message stay pending; if the broker left some unanswered we
+        # cannot tell which, so the whole batch stays pending and is re-sent.
+        ok = rows.iloc[0:0] if unknown else rows[~rows["event_id"].isin(failed)]
+        produced_ids.extend(int(i) for i in ok["id"])
+        setattr(counts, f"produced_{event_type}", len(ok))
+    counts.unacknowledged = sum(len(rows) for rows in sent) - len(produced_ids)
+    with sessions.begin() as session:
+        commit_batch(
+            session,
+            batch_id,
+            produced_ids=produced_ids,
+            skipped_ids=[int(i) for i in other["id"]],
+            rejected=rejected,
+            counts=counts,
+            validation=outcome.summary(),
+        )
+    reasons: dict[str, int] = {}
+    for row_reasons in rejected.get("reasons", []):
+        for reason in row_reasons:
+            reasons[reason] = reasons.get(reason, 0) + 1
+    log.info(
+        "batch %s: %d extracted, %d -> %s, %d -> %s, %d other skipped, %d quarantined, %d unacknowledged",
+        batch_id, counts.extracted, counts.produced_inventory, settings.inventory_topic,
+        counts.produced_delivery, settings.delivery_topic, counts.skipped_other, counts.quarantined,
+        counts.unacknowledged,
+    )
+    if len(rejected) and len(rejected) == len(frame):
+        log.warning("batch %s: every one of its %d rows failed validation", batch_id, len(frame))
+    if artifacts:
+        publish_validation_artifact(outcome, batch_id)
+    if counts.unacknowledged:
+        sample = "; ".join(f"{e or '?'}: {err}" for e, err in report.failed[:3])
+        log.error("batch %s: %d messages not acknowledged (%s); they stay pending", batch_id, counts.unacknowledged, sample)
+    return counts, reasons
+
+
+produce_batch_task = task(produce_batch, name="produce_batch")
+
+
+def produce_pass(
+    settings: Settings,
+    producer: OrderProducer,
+    sessions: sessionmaker[Session],
+    *,
+    chunk_size: int,
+    as_tasks: bool,
+    on_progress: Callable[[int], None] | None = None,
+) -> PassReport:
+    """One pass over everything pending, chunk by chunk; memory is bounded by chunk_size."""
+    report = PassReport()
+    extract = extract_chunk if as_tasks else read_pending
+    batch = produce_batch_task if as_tasks else produce_batch
+    after_id = 0
+    while not stop_requested.is_set():
+        with sessions() as session:
+            frame = extract(session, after_id, chunk_size)
+        if frame.empty:
+            break
+        after_id = int(frame["id"].iloc[-1])
+        counts, reasons = batch(frame, settings, producer, sessions, artifacts=as_tasks)
+        report.add(counts, reasons)
+        if on_progress:
+            on_progress(len(frame))
+    return report
+
+
+@flow(name="produce_orders")
+def produce_orders(
+    settings: Settings | None = None,
+    continuous: bool = False,
+    chunk_size: int | None = None,
+    poll_interval_s: float | None = None,
+    duration_s: float | None = None,
+    on_progress: Callable[[int], None] | None = None,
+) -> PassReport:
+    """Produce every new source event once (or keep polling with `continuous`)."""
+    settings = settings or Settings()
+    log = _logger()
+    engine = make_engine(settings.db_url)
+    migrate(engine)
+    sessions = session_factory(engine)
+    chunk = chunk_size or settings.produce_chunk_size
+    interval = settings.produce_poll_interval_s if poll_interval_s is None else poll_interval_s
+    total = PassReport()
+    with OrderProducer(settings) as producer:
+        producer.check_topics([settings.inventory_topic, settings.delivery_topic])
+        if not continuous:
+            with sessions() as session:
+                log.info("produce pass: %d events pending, chunks of %d", count_pending(session), chunk)
+            total = produce_pass(settings, producer, sessions, chunk_size=chunk, as_tasks=True, on_progress=on_progress)
+        else:
+            # One long-running flow run; the loop itself creates no Prefect tasks.
+            deadline = time.monotonic() + duration_s if duration_s else None
+            log.info("continuous produce: polling every %.2fs", interval)
+            while not stop_requested.is_set() and (deadline is None or time.monotonic() < deadline):
+                one = produce_pass(settings, producer, sessions, chunk_size=chunk, as_tasks=False, on_progress=on_progress)
+                if one.batches:
+                    total.add(one.counts, one.quarantine_reasons, one.batches)
+                else:
+                    stop_requested.wait(interval)
+    c = total.counts
+    log.info(
+        "produced %d inventory and %d delivery events, %d other skipped, %d quarantined, %d unacknowledged",
+        c.produced_inventory, c.produced_delivery, c.skipped_other, c.quarantined, c.unacknowledged,
+    )
+    if c.unacknowledged and not continuous:
+        raise NotAcknowledged(
+            f"{c.unacknowledged} events were not acknowledged by Kafka; they stay pending and the next "
+            "`orderstream produce` re-sends them"
+        )
+    return total

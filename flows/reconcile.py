@@ -1,0 +1,44 @@
+"""The reconciliation flow: is every valid event produced once and applied once?"""
+
+from __future__ import annotations
+
+import orjson
+from prefect import flow, get_run_logger
+from prefect.artifacts import create_table_artifact
+
+from orderstream.db.engine import make_engine, migrate, session_factory
+from orderstream.db.models import ReconciliationRun
+from orderstream.reconcile import Reconciliation, reconcile
+from orderstream.settings import Settings
+from orderstream.status import broker_view
+
+
+@flow(name="reconcile")
+def reconcile_pipeline(settings: Settings | None = None) -> Reconciliation:
+    settings = settings or Settings()
+    log = get_run_logger()
+    engine = make_engine(settings.db_url)
+    migrate(engine)
+    sessions = session_factory(engine)
+    _, ends = broker_view(settings)
+    with sessions.begin() as session:
+        result = reconcile(session, settings, ends)
+        session.add(
+            ReconciliationRun(
+                ok=result.ok, missing=result.missing, duplicates=result.duplicates,
+                details=orjson.dumps(result.as_dict()).decode(),
+            )
+        )
+    create_table_artifact(
+        key="reconciliation",
+        table=[
+            {"topic": t.topic, "produced": t.produced, "applied": t.applied, "dead_lettered": t.dead_lettered,
+             "end_offsets": t.end_offsets, "missing": t.missing, "missing_ids": ", ".join(t.missing_ids)}
+            for t in result.topics
+        ],
+        description=f"ok={result.ok} missing={result.missing} duplicates={result.duplicates}",
+    )
+    level = log.info if result.ok else log.error
+    level("reconciliation ok=%s missing=%d duplicates=%d unproduced=%s duplicate_ids=%s",
+          result.ok, result.missing, result.duplicates, result.unproduced_ids[:5], result.duplicate_ids[:5])
+    return result

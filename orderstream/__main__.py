@@ -1,0 +1,3 @@
+from orderstream.cli import main
+
+main()

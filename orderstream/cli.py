@@ -1,0 +1,242 @@
+"""The `orderstream` command line."""
+
+from __future__ import annotations
+
+import os
+import sys
+from enum import Enum
+from pathlib import Path
+from typing import Annotated
+
+import orjson
+import typer
+
+from orderstream.console import console, progress
+from orderstream.errors import UserError
+from orderstream.settings import Settings
+
+app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False, help="Real-time order pipeline on Apache Kafka.")
+stack_app = typer.Typer(no_args_is_help=True, help="The local Kafka broker of this ORDERSTREAM_HOME.")
+app.add_typer(stack_app, name="stack")
+
+
+class Role(str, Enum):
+    inventory = "inventory"
+    delivery = "delivery"
+
+
+class LogFormat(str, Enum):
+    text = "text"
+    json = "json"
+
+
+def settings() -> Settings:
+    return Settings()
+
+
+def prepare_prefect(home: Path) -> None:
+    """Keep Prefect's state in the home and its temporary server quiet (set before import)."""
+    os.environ.setdefault("PREFECT_HOME", str(home / "prefect"))
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    os.environ.setdefault("PREFECT_SERVER_LOGGING_LEVEL", "CRITICAL")
+
+
+@app.callback()
+def main_options(log_format: Annotated[LogFormat, typer.Option(help="text, or json lines for machines")] = LogFormat.text) -> None:
+    from orderstream import logs
+
+    logs.configure(log_format.value)
+    prepare_prefect(settings().home)
+
+
+def _sessions(s: Settings):
+    from orderstream.db.engine import make_engine, migrate, session_factory
+
+    engine = make_engine(s.db_url)
+    migrate(engine)
+    return session_factory(engine)
+
+
+# --- stack ---------------------------------------------------------------------------
+
+
+@stack_app.command("up")
+def stack_up(
+    brokers: Annotated[int, typer.Option(help="1, or 3 for a local KRaft quorum")] = 1,
+    partitions: Annotated[int | None, typer.Option(help="partitions per topic (default 6)")] = None,
+) -> None:
+    """Start the local broker (fetching Kafka on first use) and create the topics."""
+    from orderstream.stack import local
+
+    s = settings() if partitions is None else Settings(topic_partitions=partitions)
+    info = local.up(s, brokers=brokers)
+    _sessions(s)  # the local database is ready too
+    console.print(f"Kafka {info.version if hasattr(info, 'version') else ''} up at {local.bootstrap_servers(s)}")
+
+
+@stack_app.command("down")
+def stack_down() -> None:
+    """Stop the local broker of this home."""
+    from orderstream.stack import local
+
+    stopped = local.down(settings())
+    console.print("stopped" if stopped else "nothing was running")
+
+
+@stack_app.command("status")
+def stack_status() -> None:
+    """Print the bootstrap address and whether the broker is up."""
+    from orderstream.stack import local
+
+    state = local.status(settings())
+    typer.echo(f"{local.bootstrap_servers(settings())} {'up' if state.up else 'down'}")
+    if not state.up:
+        raise typer.Exit(1)
+
+
+# --- source ----------------------------------------------------------------------------
+
+
+@app.command()
+def load(
+    file: Annotated[Path, typer.Argument(help="CSV, JSON Lines or Parquet file")],
+    stock: Annotated[bool, typer.Option("--stock", help="rows are sku, warehouse_id, on_hand")] = False,
+) -> None:
+    """Append events (or stock levels) to the source repository."""
+    from orderstream.source.loader import load_file
+
+    s = settings()
+    with progress(f"loading {file.name}", None) as advance:
+        report = load_file(_sessions(s), file, stock=stock, on_progress=advance)
+    what = "stock rows" if stock else "events"
+    typer.echo(
+        f"loaded {report.loaded} {what}, refused {report.refused}"
+        f" (missing event_id: {report.refused_missing_id}, duplicate event_id: {report.refused_duplicate}"
+        + (f", invalid: {report.refused_invalid}" if stock else "")
+        + ")"
+    )
+    for problem in report.problems[:5]:
+        typer.echo(f"  {problem}", err=True)
+
+
+@app.command()
+def seed(
+    orders: Annotated[int, typer.Option(help="orders to generate")] = 1000,
+    invalid_rate: Annotated[float, typer.Option(help="share of rows spoiled like a real feed")] = 0.0,
+    seed: Annotated[int, typer.Option(help="random seed")] = 7,
+) -> None:
+    """Generate realistic sample events and stock into the source repository."""
+    from orderstream.source.repository import LoadReport, insert_events, insert_stock, record_load
+    from orderstream.source.seed import generate_events, generate_stock
+
+    if not 0 <= invalid_rate <= 1:
+        raise UserError("--invalid-rate must be between 0 and 1")
+    sessions = _sessions(settings())
+    report = LoadReport()
+    with sessions.begin() as session:
+        insert_stock(session, generate_stock(seed))
+        with progress("seeding orders", orders) as advance:
+            for frame in generate_events(orders, invalid_rate, seed):
+                report.add(insert_events(session, frame))
+                advance(frame["order_id"].nunique())
+        record_load(session, f"seed:{orders}:{invalid_rate}:{seed}", "events", report)
+    typer.echo(f"seeded {report.loaded} events for {orders} orders (refused {report.refused})")
+
+
+# --- pipeline --------------------------------------------------------------------------
+
+
+@app.command()
+def produce(
+    continuous: Annotated[bool, typer.Option("--continuous", help="keep polling for new events")] = False,
+    chunk_size: Annotated[int | None, typer.Option(help="rows per batch")] = None,
+    duration: Annotated[float | None, typer.Option(help="stop continuous mode after this many seconds")] = None,
+) -> None:
+    """Run the produce flow: one pass over everything new, or keep polling."""
+    from flows.produce import produce_orders
+    from orderstream.lifecycle import install_signal_handlers
+
+    install_signal_handlers()
+    with progress("producing", None) as advance:
+        report = produce_orders(continuous=continuous, chunk_size=chunk_size, duration_s=duration, on_progress=advance)
+    c = report.counts
+    typer.echo(
+        f"produced {c.produced_inventory} inventory and {c.produced_delivery} delivery events in {report.batches} "
+        f"batches; {c.skipped_other} other skipped, {c.quarantined} quarantined"
+    )
+
+
+@app.command()
+def consume(
+    role: Annotated[Role, typer.Argument(help="inventory or delivery")],
+    drain: Annotated[bool, typer.Option("--drain", help="exit 0 once the group has no lag")] = False,
+    replicas: Annotated[int, typer.Option(help="group members, as separate processes")] = 1,
+    metrics_port: Annotated[int | None, typer.Option(help="serve Prometheus text on this port (+i per replica)")] = None,
+) -> None:
+    """Run the inventory or delivery consumer."""
+    from orderstream.consumers import run_consumer, run_replicas
+    from orderstream.lifecycle import install_signal_handlers
+
+    install_signal_handlers()
+    s = settings()
+    _sessions(s)
+    if replicas > 1:
+        run_replicas(s, role.value, replicas, drain=drain, metrics_port=metrics_port)
+    else:
+        stats = run_consumer(s, role.value, drain=drain, metrics_port=metrics_port)
+        typer.echo(str(stats))
+
+
+@app.command()
+def reconcile() -> None:
+    """Run the reconciliation flow; exit 0 iff clean."""
+    from flows.reconcile import reconcile_pipeline
+
+    result = reconcile_pipeline()
+    typer.echo(orjson.dumps(result.as_dict(), option=orjson.OPT_INDENT_2).decode())
+    raise typer.Exit(0 if result.ok else 1)
+
+
+@app.command()
+def notify(limit: Annotated[int | None, typer.Option(help="send at most this many")] = None) -> None:
+    """Send every queued customer notification once (SMTP_URL, else .eml files)."""
+    from flows.notify import notify_customers
+
+    report = notify_customers(limit=limit)
+    typer.echo(str(report))
+
+
+@app.command()
+def run() -> None:
+    """One whole pass: produce, drain both consumers, reconcile, notify; exit 0 iff clean."""
+    from flows.run import run_pipeline
+    from orderstream.summary import print_summary
+
+    outcome = run_pipeline()
+    print_summary(outcome)
+    raise typer.Exit(0 if outcome.reconciliation.ok else 1)
+
+
+@app.command()
+def status(as_json: Annotated[bool, typer.Option("--json", help="one JSON object on stdout")] = False) -> None:
+    """The pipeline's counters."""
+    from orderstream import status as status_module
+    from orderstream.summary import print_status
+
+    s = settings()
+    with _sessions(s)() as session:
+        counters = status_module.collect(session, s)
+    if as_json:
+        sys.stdout.write(orjson.dumps(counters).decode() + "\n")
+    else:
+        print_status(counters)
+
+
+def main() -> None:
+    try:
+        app()
+    except UserError as exc:
+        console.print(f"[bold red]error:[/] {exc}", highlight=False)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        sys.exit(130)

@@ -1,0 +1,48 @@
+"""Consumer lag from committed offsets against end offsets, via the AdminClient."""
+
+from __future__ import annotations
+
+from confluent_kafka import ConsumerGroupTopicPartitions, KafkaException, TopicPartition
+from confluent_kafka.admin import AdminClient, OffsetSpec
+
+from orderstream.errors import BrokerUnavailable
+from orderstream.settings import Settings
+
+
+def admin_client(settings: Settings) -> AdminClient:
+    return AdminClient(settings.kafka_client_config())
+
+
+def end_offsets(admin: AdminClient, topic: str, timeout: float = 10.0) -> dict[int, int]:
+    try:
+        metadata = admin.list_topics(topic, timeout=timeout)
+    except KafkaException as exc:
+        raise BrokerUnavailable(f"Kafka did not answer: {exc.args[0].str()}") from None
+    partitions = metadata.topics[topic].partitions if topic in metadata.topics else {}
+    if not partitions:
+        return {}
+    request = {TopicPartition(topic, p): OffsetSpec.latest() for p in partitions}
+    result = {}
+    for tp, future in admin.list_offsets(request, request_timeout=timeout).items():
+        result[tp.partition] = future.result().offset
+    return result
+
+
+def committed_offsets(admin: AdminClient, group: str, topic: str, timeout: float = 10.0) -> dict[int, int]:
+    futures = admin.list_consumer_group_offsets(
+        [ConsumerGroupTopicPartitions(group)], request_timeout=timeout
+    )
+    committed = {}
+    for future in futures.values():
+        for tp in future.result().topic_partitions or []:
+            if tp.topic == topic and tp.offset >= 0:
+                committed[tp.partition] = tp.offset
+    return committed
+
+
+def partition_lag(settings: Settings, group: str, topic: str, admin: AdminClient | None = None) -> dict[int, int]:
+    """Messages per partition that the group has not committed yet (uncommitted = from 0)."""
+    admin = admin or admin_client(settings)
+    ends = end_offsets(admin, topic)
+    committed = committed_offsets(admin, group, topic)
+    return {p: max(0, end - committed.get(p, 0)) for p, end in ends.items()}

@@ -1,0 +1,145 @@
+"""Append events and stock to the source repository with bulk SQL."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import orjson
+import pandas as pd
+from sqlalchemy import Insert, func, select
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import Session
+
+from orderstream.db.models import OrderEvent, SourceLoad, Stock, utcnow
+from orderstream.source.fields import EVENT_FIELDS
+
+INSERT_ROWS = 5_000  # rows per INSERT statement group; bounds memory of one call
+
+
+def dialect_insert(session: Session, table) -> Insert:
+    """INSERT with the dialect's ON CONFLICT support (PostgreSQL and SQLite both have it)."""
+    module = postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
+    return module.insert(table)
+
+
+@dataclass
+class LoadReport:
+    loaded: int = 0
+    refused_missing_id: int = 0
+    refused_duplicate: int = 0
+    refused_invalid: int = 0  # stock rows only
+    problems: list[str] = field(default_factory=list)
+
+    @property
+    def refused(self) -> int:
+        return self.refused_missing_id + self.refused_duplicate + self.refused_invalid
+
+    def add(self, other: "LoadReport") -> None:
+        self.loaded += other.loaded
+        self.refused_missing_id += other.refused_missing_id
+        self.refused_duplicate += other.refused_duplicate
+        self.refused_invalid += other.refused_invalid
+        self.problems.extend(other.problems[: max(0, 20 - len(self.problems))])
+
+
+def _missing(series: pd.Series) -> pd.Series:
+    return series.isna() | (series.astype(str).str.strip() == "")
+
+
+def event_rows(frame: pd.DataFrame) -> list[dict]:
+    """Repository rows: contract fields as columns, every other column into `extra`."""
+    frame = frame.astype(object).where(frame.notna(), None)
+    extra_columns = [c for c in frame.columns if c not in EVENT_FIELDS]
+    rows = frame.reindex(columns=list(EVENT_FIELDS)).astype(object)
+    rows = rows.where(rows.notna(), None)
+    records = rows.to_dict("records")
+    if extra_columns:
+        extras = frame[extra_columns].to_dict("records")
+        for record, extra in zip(records, extras):
+            record["extra"] = orjson.dumps(extra).decode()
+    return records
+
+
+def insert_events(session: Session, frame: pd.DataFrame) -> LoadReport:
+    """Insert rows, refusing those without an event_id or with one already present."""
+    report = LoadReport()
+    if "event_id" not in frame.columns:
+        report.refused_missing_id = len(frame)
+        report.problems.append("the file has no event_id column")
+        return report
+    missing = _missing(frame["event_id"])
+    report.refused_missing_id = int(missing.sum())
+    frame = frame[~missing]
+    records = event_rows(frame)
+    statement = (
+        dialect_insert(session, OrderEvent)
+        .on_conflict_do_nothing(index_elements=["event_id"])
+        .returning(OrderEvent.event_id)
+    )
+    now = utcnow()
+    for start in range(0, len(records), INSERT_ROWS):
+        part = records[start : start + INSERT_ROWS]
+        for record in part:
+            record["loaded_at"] = now
+        inserted = len(session.execute(statement, part).all())
+        report.loaded += inserted
+        report.refused_duplicate += len(part) - inserted
+    return report
+
+
+def insert_stock(session: Session, frame: pd.DataFrame) -> LoadReport:
+    """Set on-hand stock from rows of sku, warehouse_id, on_hand (integer >= 0)."""
+    report = LoadReport()
+    if "sku" not in frame.columns or "on_hand" not in frame.columns:
+        report.refused_invalid = len(frame)
+        report.problems.append("a stock file needs the columns sku, warehouse_id, on_hand")
+        return report
+    frame = frame.astype(object).where(frame.notna(), None)
+    warehouse = frame["warehouse_id"] if "warehouse_id" in frame.columns else pd.Series(None, index=frame.index)
+    on_hand = pd.to_numeric(frame["on_hand"], errors="coerce")
+    valid = (~_missing(frame["sku"])) & on_hand.notna() & (on_hand >= 0) & (on_hand == on_hand.round())
+    for index in frame.index[~valid][:20]:
+        report.problems.append(f"stock row {index + 1}: {frame.at[index, 'sku']!r} on_hand={frame.at[index, 'on_hand']!r}")
+    report.refused_invalid = int((~valid).sum())
+    rows = pd.DataFrame(
+        {
+            "sku": frame.loc[valid, "sku"],
+            "warehouse_id": warehouse[valid].where(~_missing(warehouse[valid]), "main"),
+            "on_hand": on_hand[valid].astype("int64"),
+        }
+    ).drop_duplicates(subset=["sku", "warehouse_id"], keep="last")
+    if rows.empty:
+        return report
+    now = utcnow()
+    records = [
+        {"sku": s, "warehouse_id": w, "on_hand": int(q), "reserved": 0, "updated_at": now}
+        for s, w, q in zip(rows["sku"], rows["warehouse_id"], rows["on_hand"])
+    ]
+    statement = dialect_insert(session, Stock)
+    statement = statement.on_conflict_do_update(
+        index_elements=["sku", "warehouse_id"],
+        set_={"on_hand": statement.excluded.on_hand, "updated_at": statement.excluded.updated_at},
+    )
+    for start in range(0, len(records), INSERT_ROWS):
+        session.execute(statement, records[start : start + INSERT_ROWS])
+    report.loaded = len(records)
+    return report
+
+
+def record_load(session: Session, source: str, kind: str, report: LoadReport) -> None:
+    session.add(
+        SourceLoad(
+            source=source,
+            kind=kind,
+            loaded=report.loaded,
+            refused_missing_id=report.refused_missing_id,
+            refused_duplicate=report.refused_duplicate + report.refused_invalid,
+        )
+    )
+
+
+def refused_duplicates(session: Session) -> int:
+    total = session.scalar(
+        select(func.coalesce(func.sum(SourceLoad.refused_duplicate), 0)).where(SourceLoad.kind == "events")
+    )
+    return int(total or 0)

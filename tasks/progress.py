@@ -1,0 +1,77 @@
+"""Commit a batch's outcome: only after the broker acknowledged its messages."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import orjson
+import pandas as pd
+from sqlalchemy import update
+from sqlalchemy.orm import Session
+
+from orderstream.db.models import OrderEvent, ProducerBatch, Quarantine, utcnow
+from orderstream.source.fields import EVENT_FIELDS
+from orderstream.source.repository import dialect_insert
+
+ID_CHUNK = 10_000  # keeps IN lists under every driver's parameter limit
+
+
+@dataclass
+class BatchCounts:
+    extracted: int = 0
+    produced_inventory: int = 0
+    produced_delivery: int = 0
+    skipped_other: int = 0
+    quarantined: int = 0
+    unacknowledged: int = 0
+
+
+def _mark(session: Session, ids: list[int], outcome: str, batch_id: str) -> None:
+    now = utcnow()
+    for start in range(0, len(ids), ID_CHUNK):
+        session.execute(
+            update(OrderEvent)
+            .where(OrderEvent.id.in_(ids[start : start + ID_CHUNK]))
+            .values(outcome=outcome, batch_id=batch_id, produced_at=now if outcome == "produced" else None)
+        )
+
+
+def quarantine_rows(rejected: pd.DataFrame, batch_id: str) -> list[dict]:
+    rows = rejected[list(EVENT_FIELDS)].to_dict("records")
+    return [
+        {
+            "event_id": row["event_id"],
+            "source_id": int(source_id),
+            "batch_id": batch_id,
+            "reasons": orjson.dumps(list(reasons)).decode(),
+            "row": orjson.dumps({**(orjson.loads(extra) if extra else {}), **row}).decode(),
+        }
+        for row, source_id, reasons, extra in zip(rows, rejected["id"], rejected["reasons"], rejected["extra"])
+    ]
+
+
+def commit_batch(
+    session: Session,
+    batch_id: str,
+    *,
+    produced_ids: list[int],
+    skipped_ids: list[int],
+    rejected: pd.DataFrame,
+    counts: BatchCounts,
+    validation: dict,
+) -> None:
+    """Move the progress mark of every handled row and store the quarantine, in one transaction."""
+    _mark(session, produced_ids, "produced", batch_id)
+    _mark(session, skipped_ids, "skipped", batch_id)
+    if not rejected.empty:
+        _mark(session, [int(i) for i in rejected["id"]], "quarantined", batch_id)
+        statement = dialect_insert(session, Quarantine).on_conflict_do_nothing(index_elements=["event_id"])
+        session.execute(statement, quarantine_rows(rejected, batch_id))
+    session.add(
+        ProducerBatch(
+            batch_id=batch_id,
+            finished_at=utcnow(),
+            validation=orjson.dumps(validation).decode(),
+            **{k: v for k, v in asdict(counts).items() if k != "unacknowledged"},
+        )
+    )
