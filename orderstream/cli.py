@@ -126,7 +126,7 @@ def seed(
     seed: Annotated[int, typer.Option(help="random seed")] = 7,
 ) -> None:
     """Generate realistic sample events and stock into the source repository."""
-    from orderstream.source.repository import LoadReport, insert_events, insert_stock, record_load
+    from orderstream.source.repository import LoadReport, finish_load, insert_events, insert_stock, start_load
     from orderstream.source.seed import generate_events, generate_stock
 
     if not 0 <= invalid_rate <= 1:
@@ -135,11 +135,12 @@ def seed(
     report = LoadReport()
     with sessions.begin() as session:
         insert_stock(session, generate_stock(seed))
+        load = start_load(session, f"seed(orders={orders}, invalid_rate={invalid_rate}, seed={seed})", "events")
         with progress("seeding orders", orders) as advance:
             for frame in generate_events(orders, invalid_rate, seed):
-                report.add(insert_events(session, frame))
+                report.add(insert_events(session, frame, load.id))
                 advance(frame["order_id"].nunique())
-        record_load(session, f"seed:{orders}:{invalid_rate}:{seed}", "events", report)
+        finish_load(load, report)
     typer.echo(f"seeded {report.loaded} events for {orders} orders (refused {report.refused})")
 
 

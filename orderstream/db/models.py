@@ -55,6 +55,7 @@ class OrderEvent(Base):
     country: Mapped[Optional[str]] = mapped_column(Text)
     status: Mapped[Optional[str]] = mapped_column(Text)
     extra: Mapped[Optional[str]] = mapped_column(Text)  # JSON object of extra columns
+    load_id: Mapped[Optional[int]] = mapped_column(BigInteger, index=True)  # source_loads.id
     loaded_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     outcome: Mapped[Optional[str]] = mapped_column(String(16))  # produced|quarantined|skipped
     batch_id: Mapped[Optional[str]] = mapped_column(String(40))

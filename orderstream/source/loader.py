@@ -8,7 +8,7 @@ from pathlib import Path
 from sqlalchemy.orm import Session, sessionmaker
 
 from orderstream.source.readers import read_chunks
-from orderstream.source.repository import LoadReport, insert_events, insert_stock, record_load
+from orderstream.source.repository import LoadReport, finish_load, insert_events, insert_stock, start_load
 
 
 def load_file(
@@ -21,10 +21,10 @@ def load_file(
     report = LoadReport()
     insert = insert_stock if stock else insert_events
     with sessions.begin() as session:
+        load = start_load(session, path.name, "stock" if stock else "events")
         for chunk in read_chunks(path):
-            part = insert(session, chunk)
-            report.add(part)
+            report.add(insert(session, chunk, load.id))
             if on_progress:
                 on_progress(len(chunk))
-        record_load(session, path.name, "stock" if stock else "events", report)
+        finish_load(load, report)
     return report

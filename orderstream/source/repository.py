@@ -60,7 +60,7 @@ def event_rows(frame: pd.DataFrame) -> list[dict]:
     return records
 
 
-def insert_events(session: Session, frame: pd.DataFrame) -> LoadReport:
+def insert_events(session: Session, frame: pd.DataFrame, load_id: int | None = None) -> LoadReport:
     """Insert rows, refusing those without an event_id or with one already present."""
     report = LoadReport()
     if "event_id" not in frame.columns:
@@ -81,13 +81,14 @@ def insert_events(session: Session, frame: pd.DataFrame) -> LoadReport:
         part = records[start : start + INSERT_ROWS]
         for record in part:
             record["loaded_at"] = now
+            record["load_id"] = load_id
         inserted = len(session.execute(statement, part).all())
         report.loaded += inserted
         report.refused_duplicate += len(part) - inserted
     return report
 
 
-def insert_stock(session: Session, frame: pd.DataFrame) -> LoadReport:
+def insert_stock(session: Session, frame: pd.DataFrame, load_id: int | None = None) -> LoadReport:
     """Set on-hand stock from rows of sku, warehouse_id, on_hand (integer >= 0)."""
     report = LoadReport()
     if "sku" not in frame.columns or "on_hand" not in frame.columns:
@@ -126,16 +127,18 @@ def insert_stock(session: Session, frame: pd.DataFrame) -> LoadReport:
     return report
 
 
-def record_load(session: Session, source: str, kind: str, report: LoadReport) -> None:
-    session.add(
-        SourceLoad(
-            source=source,
-            kind=kind,
-            loaded=report.loaded,
-            refused_missing_id=report.refused_missing_id,
-            refused_duplicate=report.refused_duplicate + report.refused_invalid,
-        )
-    )
+def start_load(session: Session, source: str, kind: str) -> SourceLoad:
+    """The load's row, flushed first so its events can point at it."""
+    load = SourceLoad(source=source, kind=kind)
+    session.add(load)
+    session.flush()
+    return load
+
+
+def finish_load(load: SourceLoad, report: LoadReport) -> None:
+    load.loaded = report.loaded
+    load.refused_missing_id = report.refused_missing_id
+    load.refused_duplicate = report.refused_duplicate + report.refused_invalid
 
 
 def refused_duplicates(session: Session) -> int:

@@ -95,6 +95,7 @@ def upgrade() -> None:
     sa.Column('country', sa.Text(), nullable=True),
     sa.Column('status', sa.Text(), nullable=True),
     sa.Column('extra', sa.Text(), nullable=True),
+    sa.Column('load_id', sa.BigInteger(), nullable=True),
     sa.Column('loaded_at', sa.DateTime(timezone=True), nullable=False),
     sa.Column('outcome', sa.String(length=16), nullable=True),
     sa.Column('batch_id', sa.String(length=40), nullable=True),
@@ -103,6 +104,7 @@ def upgrade() -> None:
     sa.UniqueConstraint('event_id')
     )
     with op.batch_alter_table('order_events', schema=None) as batch_op:
+        batch_op.create_index(batch_op.f('ix_order_events_load_id'), ['load_id'], unique=False)
         batch_op.create_index('ix_order_events_pending', ['id'], unique=False, postgresql_where=sa.text('outcome IS NULL'), sqlite_where=sa.text('outcome IS NULL'))
         batch_op.create_index('ix_order_events_type_outcome', ['type', 'outcome'], unique=False)
 
@@ -205,6 +207,7 @@ def downgrade() -> None:
     op.drop_table('processed_events')
     with op.batch_alter_table('order_events', schema=None) as batch_op:
         batch_op.drop_index('ix_order_events_type_outcome')
+        batch_op.drop_index(batch_op.f('ix_order_events_load_id'))
         batch_op.drop_index('ix_order_events_pending', postgresql_where=sa.text('outcome IS NULL'), sqlite_where=sa.text('outcome IS NULL'))
 
     op.drop_table('order_events')
