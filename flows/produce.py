@@ -10,6 +10,7 @@ from dataclasses import asdict, dataclass, field
 
 import pandas as pd
 from prefect import flow, get_run_logger, task
+from prefect.cache_policies import NO_CACHE
 from prefect.exceptions import MissingContextError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -106,7 +107,7 @@ def produce_batch(
     return counts, reasons
 
 
-produce_batch_task = task(produce_batch, name="produce_batch")
+produce_batch_task = task(produce_batch, name="produce_batch", cache_policy=NO_CACHE)
 
 
 def produce_pass(

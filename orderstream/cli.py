@@ -13,7 +13,7 @@ import typer
 
 from orderstream.console import console, progress
 from orderstream.errors import UserError
-from orderstream.settings import Settings
+from orderstream.settings import KAFKA_VERSION, Settings
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False, help="Real-time order pipeline on Apache Kafka.")
 stack_app = typer.Typer(no_args_is_help=True, help="The local Kafka broker of this ORDERSTREAM_HOME.")
@@ -71,7 +71,7 @@ def stack_up(
     s = settings() if partitions is None else Settings(topic_partitions=partitions)
     info = local.up(s, brokers=brokers)
     _sessions(s)  # the local database is ready too
-    console.print(f"Kafka {info.version if hasattr(info, 'version') else ''} up at {local.bootstrap_servers(s)}")
+    typer.echo(f"Kafka {KAFKA_VERSION} up at {info.bootstrap_servers}; topics: {', '.join(info.topics)}")
 
 
 @stack_app.command("down")
@@ -89,7 +89,7 @@ def stack_status() -> None:
     from orderstream.stack import local
 
     state = local.status(settings())
-    typer.echo(f"{local.bootstrap_servers(settings())} {'up' if state.up else 'down'}")
+    typer.echo(f"{state.bootstrap_servers} {'up' if state.up else 'down'}")
     if not state.up:
         raise typer.Exit(1)
 

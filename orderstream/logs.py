@@ -34,3 +34,5 @@ def configure(log_format: str = "text", level: int = logging.INFO) -> None:
     root.setLevel(level)
     for noisy in ("httpx", "alembic", "alembic.runtime.migration"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    # Connection retries are librdkafka's business; our own errors say what is wrong.
+    logging.getLogger("librdkafka").setLevel(logging.CRITICAL)

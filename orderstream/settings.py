@@ -86,11 +86,14 @@ class Settings(BaseSettings):
     def gx_dir(self) -> Path:
         return self.home / "gx"
 
-    def kafka_client_config(self) -> dict[str, str]:
+    def kafka_client_config(self) -> dict:
         """librdkafka connection settings shared by every client."""
+        import logging
+
         from orderstream.stack.local import bootstrap_servers
 
-        config = {"bootstrap.servers": bootstrap_servers(self)}
+        # librdkafka's own log lines go through Python logging instead of raw stderr.
+        config: dict = {"bootstrap.servers": bootstrap_servers(self), "logger": logging.getLogger("librdkafka")}
         if self.kafka_security_protocol != "PLAINTEXT":
             config["security.protocol"] = self.kafka_security_protocol
         if self.kafka_security_protocol.startswith("SASL"):

@@ -103,7 +103,7 @@ class OrderProducer:
         for key, value, event_id in zip(keys, values, event_ids):
             while True:
                 try:
-                    producer.produce(topic, value, key, headers=(("event_id", event_id),))
+                    producer.produce(topic, value, key, headers=[("event_id", event_id)])
                     break
                 except BufferError:
                     producer.poll(0.05)  # local queue full: let acks drain it
