@@ -34,6 +34,16 @@ def settings() -> Settings:
     return Settings()
 
 
+def client_settings(principal: str) -> Settings:
+    """Settings for one role's clients: on a local `--secure` stack, logged in as its principal."""
+    from orderstream.stack import local, secure
+
+    s = settings()
+    if s.kafka_bootstrap_servers is None and local.status(s).secure:
+        return secure.secure_client_settings(s, principal)
+    return s
+
+
 def prepare_prefect(home: Path) -> None:
     """Keep Prefect's state in the home and its temporary server quiet (set before import)."""
     os.environ.setdefault("PREFECT_HOME", str(home / "prefect"))
@@ -66,12 +76,13 @@ def _sessions(s: Settings):
 def stack_up(
     brokers: Annotated[int, typer.Option(help="1, or 3 for a local KRaft quorum")] = 1,
     partitions: Annotated[int | None, typer.Option(help="partitions per topic (default 6)")] = None,
+    secure: Annotated[bool, typer.Option("--secure", help="SCRAM-SHA-512 logins and ACLs; passwords in $ORDERSTREAM_HOME/kafka/credentials.json")] = False,
 ) -> None:
     """Start the local broker (fetching Kafka on first use) and create the topics."""
     from orderstream.stack import local
 
     s = settings() if partitions is None else Settings(topic_partitions=partitions)
-    info = local.up(s, brokers=brokers)
+    info = local.up(s, brokers=brokers, secure=secure)
     _sessions(s)  # the local database is ready too
     typer.echo(f"Kafka {KAFKA_VERSION} up at {info.bootstrap_servers}; topics: {', '.join(info.topics)}")
 
@@ -158,10 +169,11 @@ def produce(
     """Run the produce flow: one pass over everything new, or keep polling."""
     from flows.produce import produce_orders
     from orderstream.lifecycle import install_signal_handlers
+    from orderstream.stack.secure import PRODUCER
 
     install_signal_handlers()
     with progress("producing", None) as advance:
-        report = produce_orders(continuous=continuous, chunk_size=chunk_size, duration_s=duration, on_progress=advance)
+        report = produce_orders(client_settings(PRODUCER), continuous=continuous, chunk_size=chunk_size, duration_s=duration, on_progress=advance)
     c = report.counts
     typer.echo(
         f"produced {c.produced_inventory} inventory and {c.produced_delivery} delivery events in {report.batches} "
@@ -179,9 +191,10 @@ def consume(
     """Run the inventory or delivery consumer."""
     from orderstream.consumers import run_consumer, run_replicas
     from orderstream.lifecycle import install_signal_handlers
+    from orderstream.stack.secure import CONSUMER_PRINCIPALS
 
     install_signal_handlers()
-    s = settings()
+    s = client_settings(CONSUMER_PRINCIPALS[role.value])
     _sessions(s)
     if replicas > 1:
         run_replicas(s, role.value, replicas, drain=drain, metrics_port=metrics_port)
@@ -224,9 +237,10 @@ def run() -> None:
 def status(as_json: Annotated[bool, typer.Option("--json", help="one JSON object on stdout")] = False) -> None:
     """The pipeline's counters."""
     from orderstream import status as status_module
+    from orderstream.stack.secure import ADMIN
     from orderstream.summary import print_status
 
-    s = settings()
+    s = client_settings(ADMIN)
     with _sessions(s)() as session:
         counters = status_module.collect(session, s)
     if as_json:

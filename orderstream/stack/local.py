@@ -3,6 +3,8 @@
 Everything lives in `$ORDERSTREAM_HOME/kafka/`: `stack.json` (cluster id and ports, chosen once),
 `node-<id>/` (server.properties, log4j2.yaml, data, pid file) and `logs/`. When
 `settings.kafka_bootstrap_servers` is set the cluster is external and nothing here starts.
+`up(..., secure=True)` starts the single node with SCRAM users and ACLs instead (see `secure`);
+this module's own admin work on such a home runs as its super user.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from confluent_kafka.admin import AdminClient, NewTopic
 
 from orderstream.errors import BrokerUnavailable, UserError
 from orderstream.settings import Settings, dlq_topic
+from orderstream.stack import secure as sec
 from orderstream.stack.jars import classpath, java_executable
 
 log = logging.getLogger(__name__)
@@ -57,6 +60,7 @@ class Node:
 class Layout:
     cluster_id: str
     nodes: tuple[Node, ...]
+    secure: bool = False  # SASL_PLAINTEXT/SCRAM listener and StandardAuthorizer ACLs
 
     def node(self, node_id: int) -> Node:
         for node in self.nodes:
@@ -81,6 +85,7 @@ class StackStatus:
     bootstrap_servers: str | None
     external: bool
     nodes: tuple[NodeStatus, ...]
+    secure: bool = False  # a local broker started with --secure: clients need SCRAM credentials
 
     @property
     def up(self) -> bool:
@@ -119,25 +124,38 @@ def _local_bootstrap(settings: Settings) -> str | None:
 # --- lifecycle -------------------------------------------------------------------------------
 
 
-def up(settings: Settings, brokers: int = 1) -> StackInfo:
-    """Start the home's broker(s) unless running, then create the pipeline's topics."""
+def up(settings: Settings, brokers: int = 1, secure: bool = False) -> StackInfo:
+    """Start the home's broker(s) unless running, then create the pipeline's topics.
+
+    With `secure` the single node takes only SCRAM-SHA-512 logins (see `orderstream.stack.secure`)
+    and the pipeline's ACLs are granted for the settings' topics and groups.
+    """
     if brokers not in (1, 3):
         raise ValueError(f"brokers must be 1 or 3, not {brokers}")
+    if secure and brokers != 1:
+        raise ValueError("a secure local Kafka runs a single node")
     if settings.kafka_bootstrap_servers:
+        if secure:
+            raise UserError(
+                "--secure starts a local broker, but KAFKA_BOOTSTRAP_SERVERS names an external cluster: "
+                "its security is configured with KAFKA_SECURITY_PROTOCOL and KAFKA_SASL_*"
+            )
         topics = ensure_topics(settings)
         return StackInfo(settings.kafka_bootstrap_servers, True, (), topics=topics)
     java = java_executable()
     cp = classpath()
-    layout = _prepare_layout(settings, brokers)
+    layout = _prepare_layout(settings, brokers, secure)
     to_start = [node for node in layout.nodes if _running_pid(settings, node.node_id) is None]
     _format_storage(settings, layout, [n for n in to_start if not _formatted(settings, n.node_id)], java, cp)
     for node in to_start:
         _spawn(settings, node, java, cp)
     _wait_until_answering(settings, layout, [n.node_id for n in to_start])
     topics = ensure_topics(settings)
+    if secure:
+        sec.ensure_acls(_operator(settings))
     current = status(settings)
     return StackInfo(
-        current.bootstrap_servers, False, current.nodes,
+        current.bootstrap_servers, False, current.nodes, secure=current.secure,
         topics=topics, started=tuple(n.node_id for n in to_start),
     )
 
@@ -149,7 +167,7 @@ def status(settings: Settings) -> StackStatus:
     nodes = () if layout is None else tuple(
         NodeStatus(n.node_id, f"{HOST}:{n.port}", _running_pid(settings, n.node_id)) for n in layout.nodes
     )
-    return StackStatus(_local_bootstrap(settings), False, nodes)
+    return StackStatus(_local_bootstrap(settings), False, nodes, secure=layout is not None and layout.secure)
 
 
 def down(settings: Settings) -> bool:
@@ -245,7 +263,15 @@ def delete_topics(settings: Settings) -> None:
 
 def _admin(settings: Settings) -> AdminClient:
     # librdkafka's own log goes to Python logging instead of stderr.
-    return AdminClient({**settings.kafka_client_config(), "logger": log})
+    return AdminClient({**_operator(settings).kafka_client_config(), "logger": log})
+
+
+def _operator(settings: Settings) -> Settings:
+    """Who does the stack's admin work: on a local secure broker its super user, else the settings' identity."""
+    layout = None if settings.kafka_bootstrap_servers else _read_layout(settings)
+    if layout is None or not layout.secure:
+        return settings
+    return sec.secure_client_settings(settings, sec.ADMIN)
 
 
 def _result(future: Future[None], settings: Settings, what: str, ok: int) -> None:
@@ -312,7 +338,7 @@ def _read_layout(settings: Settings) -> Layout | None:
         raw = json.loads((_kafka_dir(settings) / "stack.json").read_text())
     except FileNotFoundError:
         return None
-    return Layout(raw["cluster_id"], tuple(Node(**node) for node in raw["nodes"]))
+    return Layout(raw["cluster_id"], tuple(Node(**node) for node in raw["nodes"]), bool(raw.get("secure", False)))
 
 
 def _require_layout(settings: Settings) -> Layout:
@@ -322,20 +348,23 @@ def _require_layout(settings: Settings) -> Layout:
     return layout
 
 
-def _prepare_layout(settings: Settings, brokers: int) -> Layout:
+def _prepare_layout(settings: Settings, brokers: int, secure: bool = False) -> Layout:
     """The layout to run, with its files written: remembered ports, or new ones on first use."""
     layout = _read_layout(settings)
     running = layout is not None and any(_running_pid(settings, n.node_id) for n in layout.nodes)
-    if layout is not None and len(layout.nodes) != brokers:
+    if layout is not None and (len(layout.nodes) != brokers or layout.secure != secure):
         if running:
+            shape, wanted = f"{len(layout.nodes)} node(s)", f"{brokers}"
+            if layout.secure != secure:
+                shape += " with --secure" if layout.secure else " in plaintext"
+                wanted += " with --secure" if secure else " in plaintext"
             raise UserError(
-                f"the local Kafka in {settings.home} runs {len(layout.nodes)} node(s), not {brokers}: "
-                "run `orderstream stack down` first"
+                f"the local Kafka in {settings.home} runs {shape}, not {wanted}: run `orderstream stack down` first"
             )
-        shutil.rmtree(_kafka_dir(settings))  # another cluster shape: start from empty data
+        shutil.rmtree(_kafka_dir(settings))  # another cluster shape or security: start from empty data
         layout = None
     if layout is None:
-        layout = _new_layout(settings, brokers)
+        layout = replace(_new_layout(settings, brokers), secure=secure)
     elif settings.kafka_port and settings.kafka_port != layout.nodes[0].port:
         if running:
             raise UserError(
@@ -345,6 +374,8 @@ def _prepare_layout(settings: Settings, brokers: int) -> Layout:
         layout = replace(layout, nodes=(replace(layout.nodes[0], port=settings.kafka_port), *layout.nodes[1:]))
     # Check before writing anything, so a refused port is not remembered.
     _check_ports(settings, [n for n in layout.nodes if _running_pid(settings, n.node_id) is None])
+    if layout.secure:  # before the config files, which hold the admin password
+        sec.ensure_credentials(settings, may_create=not _formatted(settings, layout.nodes[0].node_id))
     _write_files(settings, layout)
     return layout
 
@@ -404,12 +435,18 @@ def _write_files(settings: Settings, layout: Layout) -> None:
     (kafka_dir / "logs").mkdir(parents=True, exist_ok=True)
     for node in layout.nodes:
         _node_dir(settings, node.node_id).mkdir(exist_ok=True)
-        _config_file(settings, node.node_id).write_text(_server_properties(settings, layout, node))
+        if layout.secure:  # the broker's own SCRAM password is in it
+            sec.write_private(_config_file(settings, node.node_id), _server_properties(settings, layout, node))
+        else:
+            _config_file(settings, node.node_id).write_text(_server_properties(settings, layout, node))
         (_node_dir(settings, node.node_id) / "log4j2.yaml").write_text(
             _log4j2_yaml(_log_files(settings, node.node_id)[0])
         )
     temp = kafka_dir / "stack.json.tmp"
-    temp.write_text(json.dumps({"cluster_id": layout.cluster_id, "nodes": [asdict(n) for n in layout.nodes]}, indent=2))
+    remembered: dict[str, object] = {"cluster_id": layout.cluster_id, "nodes": [asdict(n) for n in layout.nodes]}
+    if layout.secure:
+        remembered["secure"] = True
+    temp.write_text(json.dumps(remembered, indent=2))
     temp.replace(kafka_dir / "stack.json")  # readers never see a half-written file
 
 
@@ -444,6 +481,9 @@ def _server_properties(settings: Settings, layout: Layout, node: Node) -> str:
         # Fence a dead broker within seconds (default 9 s) so failover tests stay quick.
         props["broker.heartbeat.interval.ms"] = 500
         props["broker.session.timeout.ms"] = 3000
+    if layout.secure:
+        admin_password = sec.load_credentials(settings)[sec.ADMIN]
+        props.update(sec.broker_properties(HOST, node.port, node.controller_port, admin_password))
     return "".join(f"{key}={value}\n" for key, value in props.items())
 
 
@@ -495,18 +535,38 @@ def _formatted(settings: Settings, node_id: int) -> bool:
 def _format_storage(settings: Settings, layout: Layout, nodes: list[Node], java: str, cp: str) -> None:
     tools_log = _tools_log_config(settings)
     standalone = ["--standalone"] if len(layout.nodes) == 1 else []
-    formats = {
-        node.node_id: subprocess.Popen(
-            [java, f"-Dlog4j2.configurationFile={tools_log}", "-cp", cp, STORAGE_TOOL, "format",
-             "-t", layout.cluster_id, "-c", str(_config_file(settings, node.node_id)), *standalone],
+    passwords: list[str] = []
+    formats = {}
+    for node in nodes:
+        tool = [STORAGE_TOOL, "format", "-t", layout.cluster_id, "-c", str(_config_file(settings, node.node_id)),
+                *standalone]
+        if layout.secure:
+            credentials = sec.load_credentials(settings)
+            passwords = [password.get_secret_value() for password in credentials.values()]
+            # Passwords go through a private java @argfile, not argv, which every local user can read.
+            argfile = _node_dir(settings, node.node_id) / "format.args"
+            args = [*tool, *sec.scram_format_args(credentials)]
+            sec.write_private(argfile, "".join(_argfile_line(arg) for arg in args))
+            tool = [f"@{argfile}"]
+        formats[node.node_id] = subprocess.Popen(
+            [java, f"-Dlog4j2.configurationFile={tools_log}", "-cp", cp, *tool],
             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
         )
-        for node in nodes
-    }
-    for node_id, proc in formats.items():  # run side by side: each is a JVM start
-        output, _ = proc.communicate(timeout=START_DEADLINE_S)
-        if proc.returncode != 0:
-            raise UserError(f"formatting Kafka storage of node {node_id} failed: {output.strip()[-500:]}")
+    try:
+        for node_id, proc in formats.items():  # run side by side: each is a JVM start
+            output, _ = proc.communicate(timeout=START_DEADLINE_S)
+            if proc.returncode != 0:
+                for password in passwords:  # never echo a password the tool may quote back
+                    output = output.replace(password, "***")
+                raise UserError(f"formatting Kafka storage of node {node_id} failed: {output.strip()[-500:]}")
+    finally:
+        for node in nodes:
+            (_node_dir(settings, node.node_id) / "format.args").unlink(missing_ok=True)
+
+
+def _argfile_line(arg: str) -> str:
+    """One argument of a java @argfile: quoted, with backslashes and quotes escaped."""
+    return '"' + arg.replace("\\", "\\\\").replace('"', '\\"') + '"\n'
 
 
 def _spawn(settings: Settings, node: Node, java: str, cp: str) -> int:
