@@ -13,6 +13,7 @@ import typer
 
 from orderstream.console import console, progress
 from orderstream.errors import UserError
+from orderstream.preflight import check_all, check_database
 from orderstream.settings import KAFKA_VERSION, Settings
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False, help="Real-time order pipeline on Apache Kafka.")
@@ -172,8 +173,10 @@ def produce(
     from orderstream.stack.secure import PRODUCER
 
     install_signal_handlers()
+    s = client_settings(PRODUCER)
+    check_all(s)
     with progress("producing", None) as advance:
-        report = produce_orders(client_settings(PRODUCER), continuous=continuous, chunk_size=chunk_size, duration_s=duration, on_progress=advance)
+        report = produce_orders(s, continuous=continuous, chunk_size=chunk_size, duration_s=duration, on_progress=advance)
     c = report.counts
     typer.echo(
         f"produced {c.produced_inventory} inventory and {c.produced_delivery} delivery events in {report.batches} "
@@ -195,7 +198,7 @@ def consume(
 
     install_signal_handlers()
     s = client_settings(CONSUMER_PRINCIPALS[role.value])
-    _sessions(s)
+    check_all(s)
     if replicas > 1:
         run_replicas(s, role.value, replicas, drain=drain, metrics_port=metrics_port)
     else:
@@ -207,8 +210,11 @@ def consume(
 def reconcile() -> None:
     """Run the reconciliation flow; exit 0 iff clean."""
     from flows.reconcile import reconcile_pipeline
+    from orderstream.stack.secure import ADMIN
 
-    result = reconcile_pipeline()
+    s = client_settings(ADMIN)
+    check_database(s)
+    result = reconcile_pipeline(s)
     typer.echo(orjson.dumps(result.as_dict(), option=orjson.OPT_INDENT_2).decode())
     raise typer.Exit(0 if result.ok else 1)
 
@@ -226,9 +232,12 @@ def notify(limit: Annotated[int | None, typer.Option(help="send at most this man
 def run() -> None:
     """One whole pass: produce, drain both consumers, reconcile, notify; exit 0 iff clean."""
     from flows.run import run_pipeline
+    from orderstream.stack.secure import ADMIN
     from orderstream.summary import print_summary
 
-    outcome = run_pipeline()
+    s = client_settings(ADMIN)
+    check_all(s)
+    outcome = run_pipeline(s)
     print_summary(outcome)
     raise typer.Exit(0 if outcome.reconciliation.ok else 1)
 

@@ -6,9 +6,9 @@ import logging
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from confluent_kafka import KafkaError, KafkaException, Producer
+from confluent_kafka import KafkaError, Producer
 
-from orderstream.errors import BrokerUnavailable, FatalProducerError, UserError
+from orderstream.errors import FatalProducerError
 from orderstream.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -56,8 +56,8 @@ class OrderProducer:
     """Idempotent, acks=all producer; created lazily, flushed on exit."""
 
     def __init__(self, settings: Settings):
+        self._settings = settings
         self._config = producer_config(settings)
-        self._bootstrap = self._config["bootstrap.servers"]
         self._producer: Producer | None = None
         self.report = DeliveryReport()
 
@@ -81,21 +81,11 @@ class OrderProducer:
             raise RuntimeError("OrderProducer must be used as a context manager")
         return self._producer
 
-    def check_topics(self, topics: Iterable[str], timeout: float = 10.0) -> None:
+    def check_topics(self, topics: Iterable[str]) -> None:
         """Fail fast with a clear message when the broker or a topic is missing."""
-        try:
-            metadata = self.client.list_topics(timeout=timeout)
-        except KafkaException as exc:
-            raise BrokerUnavailable(
-                f"Kafka at {self._bootstrap} did not answer ({exc.args[0].str()}). "
-                "Start the local broker with `orderstream stack up`, or check KAFKA_BOOTSTRAP_SERVERS."
-            ) from None
-        missing = [t for t in topics if t not in metadata.topics or metadata.topics[t].error]
-        if missing:
-            raise UserError(
-                f"topic(s) {', '.join(missing)} do not exist on {self._bootstrap}; "
-                "`orderstream stack up` creates them"
-            )
+        from orderstream.preflight import check_broker
+
+        check_broker(self._settings, list(topics))
 
     def send(self, topic: str, keys: list, values: list[bytes], event_ids: list[str]) -> None:
         """Queue every message; poll as we go so delivery callbacks keep flowing."""

@@ -1,0 +1,36 @@
+"""Checks a command makes before it starts a flow, so a foreseeable problem is one clear line."""
+
+from __future__ import annotations
+
+from confluent_kafka import KafkaException
+from confluent_kafka.admin import AdminClient
+
+from orderstream.db.engine import make_engine, migrate
+from orderstream.errors import BrokerUnavailable, UserError
+from orderstream.settings import Settings
+
+
+def check_database(settings: Settings) -> None:
+    migrate(make_engine(settings.db_url))
+
+
+def check_broker(settings: Settings, topics: list[str], timeout: float = 10.0) -> None:
+    config = settings.kafka_client_config()
+    try:
+        metadata = AdminClient(config).list_topics(timeout=timeout)
+    except KafkaException as exc:
+        raise BrokerUnavailable(
+            f"Kafka at {config['bootstrap.servers']} did not answer ({exc.args[0].str()}). "
+            "Start the local broker with `orderstream stack up`, or check KAFKA_BOOTSTRAP_SERVERS."
+        ) from None
+    missing = [t for t in topics if t not in metadata.topics]
+    if missing:
+        raise UserError(
+            f"topic(s) {', '.join(missing)} do not exist on {config['bootstrap.servers']}; "
+            "`orderstream stack up` creates them"
+        )
+
+
+def check_all(settings: Settings) -> None:
+    check_database(settings)
+    check_broker(settings, list(settings.topics.values()))
