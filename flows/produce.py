@@ -14,6 +14,7 @@ from prefect.cache_policies import NO_CACHE
 from prefect.exceptions import MissingContextError
 from sqlalchemy.orm import Session, sessionmaker
 
+from orderstream import metrics
 from orderstream.db.engine import make_engine, migrate, session_factory
 from orderstream.errors import UserError
 from orderstream.kafka.producer import OrderProducer
@@ -57,6 +58,7 @@ def produce_batch(
 ) -> tuple[BatchCounts, dict[str, int]]:
     """Validate one chunk, send its valid routed rows, and commit once all are acknowledged."""
     log = _logger()
+    started = time.perf_counter()
     batch_id = uuid.uuid4().hex
     outcome = validate_events(frame, docs_dir=settings.gx_dir, batch_id=batch_id)
     valid, rejected = outcome.valid, outcome.rejected
@@ -91,6 +93,7 @@ def produce_batch(
     for row_reasons in rejected.get("reasons", []):
         for reason in row_reasons:
             reasons[reason] = reasons.get(reason, 0) + 1
+    record_metrics(settings, counts, reasons, time.perf_counter() - started)
     log.info(
         "batch %s: %d extracted, %d -> %s, %d -> %s, %d other skipped, %d quarantined, %d unacknowledged",
         batch_id, counts.extracted, counts.produced_inventory, settings.inventory_topic,
@@ -105,6 +108,17 @@ def produce_batch(
         sample = "; ".join(f"{e or '?'}: {err}" for e, err in report.failed[:3])
         log.error("batch %s: %d messages not acknowledged (%s); they stay pending", batch_id, counts.unacknowledged, sample)
     return counts, reasons
+
+
+def record_metrics(settings: Settings, counts: BatchCounts, reasons: dict[str, int], seconds: float) -> None:
+    metrics.produced.labels(settings.inventory_topic).inc(counts.produced_inventory)
+    metrics.produced.labels(settings.delivery_topic).inc(counts.produced_delivery)
+    metrics.delivery_errors.labels("any").inc(counts.unacknowledged)
+    metrics.skipped_other.inc(counts.skipped_other)
+    for reason, n in reasons.items():
+        metrics.quarantined.labels(reason).inc(n)
+    metrics.producer_batch_size.observe(counts.extracted)
+    metrics.producer_batch_seconds.observe(seconds)
 
 
 produce_batch_task = task(produce_batch, name="produce_batch", cache_policy=NO_CACHE)
@@ -144,11 +158,14 @@ def produce_orders(
     chunk_size: int | None = None,
     poll_interval_s: float | None = None,
     duration_s: float | None = None,
+    metrics_port: int | None = None,
     on_progress: Callable[[int], None] | None = None,
 ) -> PassReport:
     """Produce every new source event once (or keep polling with `continuous`)."""
     settings = settings or Settings()
     log = _logger()
+    if metrics_port is not None:
+        metrics.serve(metrics_port)
     engine = make_engine(settings.db_url)
     migrate(engine)
     sessions = session_factory(engine)

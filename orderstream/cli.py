@@ -166,6 +166,7 @@ def produce(
     continuous: Annotated[bool, typer.Option("--continuous", help="keep polling for new events")] = False,
     chunk_size: Annotated[int | None, typer.Option(help="rows per batch")] = None,
     duration: Annotated[float | None, typer.Option(help="stop continuous mode after this many seconds")] = None,
+    metrics_port: Annotated[int | None, typer.Option(help="serve Prometheus text on this port")] = None,
 ) -> None:
     """Run the produce flow: one pass over everything new, or keep polling."""
     from flows.produce import produce_orders
@@ -176,7 +177,8 @@ def produce(
     s = client_settings(PRODUCER)
     check_all(s)
     with progress("producing", None) as advance:
-        report = produce_orders(s, continuous=continuous, chunk_size=chunk_size, duration_s=duration, on_progress=advance)
+        report = produce_orders(s, continuous=continuous, chunk_size=chunk_size, duration_s=duration,
+                                metrics_port=metrics_port, on_progress=advance)
     c = report.counts
     typer.echo(
         f"produced {c.produced_inventory} inventory and {c.produced_delivery} delivery events in {report.batches} "

@@ -1,11 +1,12 @@
-"""Consumer lag from committed offsets against end offsets, via the AdminClient."""
+"""Consumer lag: the group's committed offsets against the topics' end offsets."""
 
 from __future__ import annotations
 
-from confluent_kafka import ConsumerGroupTopicPartitions, KafkaException, TopicPartition
+from confluent_kafka import KafkaException, TopicPartition
 from confluent_kafka.admin import AdminClient, OffsetSpec
 
 from orderstream.errors import BrokerUnavailable
+from orderstream.kafka.groups import group_committed
 from orderstream.settings import Settings
 
 
@@ -28,21 +29,9 @@ def end_offsets(admin: AdminClient, topic: str, timeout: float = 10.0) -> dict[i
     return result
 
 
-def committed_offsets(admin: AdminClient, group: str, topic: str, timeout: float = 10.0) -> dict[int, int]:
-    futures = admin.list_consumer_group_offsets(
-        [ConsumerGroupTopicPartitions(group)], request_timeout=timeout
-    )
-    committed = {}
-    for future in futures.values():
-        for tp in future.result().topic_partitions or []:
-            if tp.topic == topic and tp.offset >= 0:
-                committed[tp.partition] = tp.offset
-    return committed
-
-
 def partition_lag(settings: Settings, group: str, topic: str, admin: AdminClient | None = None) -> dict[int, int]:
     """Messages per partition that the group has not committed yet (uncommitted = from 0)."""
     admin = admin or admin_client(settings)
     ends = end_offsets(admin, topic)
-    committed = committed_offsets(admin, group, topic)
+    committed = group_committed(settings, group, topic, sorted(ends))
     return {p: max(0, end - committed.get(p, 0)) for p, end in ends.items()}

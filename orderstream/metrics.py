@@ -1,0 +1,80 @@
+"""Prometheus metrics of every long-running process, served at --metrics-port."""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from prometheus_client import Counter, Histogram, start_http_server
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import REGISTRY, Collector
+
+from orderstream.settings import Settings
+
+log = logging.getLogger(__name__)
+
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300)
+SIZE_BUCKETS = (1, 10, 100, 500, 1000, 2500, 5000, 10000, 20000, 50000)
+
+# Consumers
+consumed = Counter("orderstream_messages_consumed_total", "Records received from Kafka", ["topic"])
+processed = Counter(
+    "orderstream_messages_processed_total",
+    "Records by outcome: applied, deduplicated (redelivery no-op) or dead_lettered",
+    ["topic", "outcome"],
+)
+consumer_batch_size = Histogram("orderstream_consumer_batch_size", "Records per applied batch", ["topic"], buckets=SIZE_BUCKETS)
+consumer_batch_seconds = Histogram(
+    "orderstream_consumer_batch_seconds", "Time to apply and commit one batch", ["topic"], buckets=LATENCY_BUCKETS
+)
+source_to_applied_seconds = Histogram(
+    "orderstream_source_to_applied_seconds", "From the event's created_at to its effect committed", ["topic"],
+    buckets=LATENCY_BUCKETS,
+)
+produced_to_applied_seconds = Histogram(
+    "orderstream_produced_to_applied_seconds", "From the record's Kafka timestamp to its effect committed", ["topic"],
+    buckets=LATENCY_BUCKETS,
+)
+consumer_retries = Counter("orderstream_consumer_batch_retries_total", "Batches rolled back and retried", ["topic"])
+
+# Producer
+produced = Counter("orderstream_produced_total", "Events acknowledged by Kafka", ["topic"])
+delivery_errors = Counter("orderstream_producer_delivery_errors_total", "Messages Kafka did not acknowledge", ["topic"])
+quarantined = Counter("orderstream_quarantined_total", "Source rows quarantined, by failed rule", ["reason"])
+skipped_other = Counter("orderstream_skipped_other_total", "Valid events of a type neither producer sends")
+producer_batch_seconds = Histogram(
+    "orderstream_producer_batch_seconds", "Extract-to-commit time of one producer batch", buckets=LATENCY_BUCKETS
+)
+producer_batch_size = Histogram("orderstream_producer_batch_size", "Source rows per producer batch", buckets=SIZE_BUCKETS)
+
+
+class LagCollector(Collector):
+    """Consumer lag per partition, read from the broker at scrape time (cached briefly)."""
+
+    def __init__(self, settings: Settings, role: str, cache_s: float = 2.0):
+        self._settings, self._role, self._cache_s = settings, role, cache_s
+        self._at, self._lag = 0.0, {}
+
+    def collect(self):
+        from orderstream.kafka.lag import partition_lag
+
+        topic, group = self._settings.topics[self._role], self._settings.groups[self._role]
+        if time.monotonic() - self._at > self._cache_s:
+            try:
+                self._lag = partition_lag(self._settings, group, topic)
+                self._at = time.monotonic()
+            except Exception as exc:  # a scrape must not fail because the broker blinked
+                log.warning("lag unavailable for %s: %s", group, exc)
+        family = GaugeMetricFamily("orderstream_consumer_lag", "Records not yet committed by the group",
+                                   labels=["topic", "group", "partition"])
+        for partition, lag in sorted(self._lag.items()):
+            family.add_metric([topic, group, str(partition)], lag)
+        yield family
+
+
+def serve(port: int, settings: Settings | None = None, role: str | None = None) -> None:
+    """Serve /metrics on 127.0.0.1:port; with a role, include its consumer lag."""
+    if settings is not None and role is not None:
+        REGISTRY.register(LagCollector(settings, role))
+    start_http_server(port, addr="127.0.0.1")
+    log.info("metrics at http://127.0.0.1:%d/metrics", port)
