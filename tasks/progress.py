@@ -37,6 +37,7 @@ def _mark(session: Session, ids: list[int], outcome: str, batch_id: str) -> None
 
 
 def quarantine_rows(rejected: pd.DataFrame, batch_id: str) -> list[dict]:
+    now = utcnow()
     rows = rejected[list(EVENT_FIELDS)].to_dict("records")
     return [
         {
@@ -45,6 +46,7 @@ def quarantine_rows(rejected: pd.DataFrame, batch_id: str) -> list[dict]:
             "batch_id": batch_id,
             "reasons": orjson.dumps(list(reasons)).decode(),
             "row": orjson.dumps({**(orjson.loads(extra) if extra else {}), **row}).decode(),
+            "quarantined_at": now,
         }
         for row, source_id, reasons, extra in zip(rows, rejected["id"], rejected["reasons"], rejected["extra"])
     ]
@@ -65,7 +67,14 @@ def commit_batch(
     _mark(session, skipped_ids, "skipped", batch_id)
     if not rejected.empty:
         _mark(session, [int(i) for i in rejected["id"]], "quarantined", batch_id)
-        statement = dialect_insert(session, Quarantine).on_conflict_do_nothing(index_elements=["event_id"])
+        # A row quarantined again (after a correction that still fails) reopens its entry.
+        statement = dialect_insert(session, Quarantine)
+        statement = statement.on_conflict_do_update(
+            index_elements=["event_id"],
+            set_={"batch_id": statement.excluded.batch_id, "reasons": statement.excluded.reasons,
+                  "row": statement.excluded.row, "quarantined_at": statement.excluded.quarantined_at,
+                  "resolved_at": None},
+        )
         session.execute(statement, quarantine_rows(rejected, batch_id))
     session.add(
         ProducerBatch(
