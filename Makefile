@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 export ORDERSTREAM_HOME ?= $(CURDIR)/.orderstream
 
-.PHONY: install run test test-faults bench stop clean
+.PHONY: install browser run test test-faults bench stop clean
 
 install: $(VENV)/.installed
 
@@ -19,8 +19,14 @@ run: install
 	$(BIN)/orderstream seed --orders 2000 --invalid-rate 0.02
 	$(BIN)/orderstream run
 
-test: install
+test: install browser
 	$(BIN)/python -m pytest -m "unit or integration" -q
+
+# Debian's Chromium for the UI check (no browser downloads); the test skips without it.
+browser:
+	@command -v chromium >/dev/null 2>&1 || { if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
+	  else echo "no chromium: tests/test_browser.py will skip"; fi; }
 
 test-faults: install
 	$(BIN)/python -m pytest -m fault -q

@@ -16,6 +16,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from orderstream import metrics
 from orderstream.db.engine import make_engine, migrate, session_factory
+from orderstream.db.locks import run_lock
 from orderstream.errors import UserError
 from orderstream.kafka.producer import OrderProducer
 from orderstream.lifecycle import stop_requested
@@ -26,6 +27,10 @@ from tasks.progress import BatchCounts, commit_batch
 from tasks.validate import publish_validation_artifact, validate_events
 
 ROUTED = ("inventory", "delivery")
+
+
+class ProducerBusy(UserError):
+    """Another producer is running for this database: two would send the same rows twice."""
 
 
 class NotAcknowledged(UserError):
@@ -172,7 +177,8 @@ def produce_orders(
     chunk = chunk_size or settings.produce_chunk_size
     interval = settings.produce_poll_interval_s if poll_interval_s is None else poll_interval_s
     total = PassReport()
-    with OrderProducer(settings) as producer:
+    busy = ProducerBusy("another `orderstream produce` is running for this database; stop it or let it finish")
+    with run_lock(engine, "produce", settings.producer_lock_timeout_s, busy), OrderProducer(settings) as producer:
         producer.check_topics([settings.inventory_topic, settings.delivery_topic])
         if not continuous:
             with sessions() as session:

@@ -245,6 +245,17 @@ def run() -> None:
 
 
 @app.command()
+def serve(
+    port: Annotated[int, typer.Option(help="Prefect UI/API port")] = 4200,
+    open_browser: Annotated[bool, typer.Option("--open", help="open the UI in a browser")] = False,
+) -> None:
+    """The long-running system: Prefect server and UI, deployments, a worker, continuous producer and consumers."""
+    from orderstream.serve import serve as run_serve
+
+    run_serve(settings(), port=port, open_browser=open_browser)
+
+
+@app.command()
 def status(as_json: Annotated[bool, typer.Option("--json", help="one JSON object on stdout")] = False) -> None:
     """The pipeline's counters."""
     from orderstream import status as status_module

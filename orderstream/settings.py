@@ -51,6 +51,7 @@ class Settings(BaseSettings):
     produce_chunk_size: int = 20_000
     produce_poll_interval_s: float = 0.2
     message_timeout_ms: int = 120_000
+    producer_lock_timeout_s: float = 30.0
 
     # Consumers
     consume_batch_size: int = 5_000

@@ -47,11 +47,11 @@ from typing import Protocol, Self
 from sqlalchemy import Engine, func, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
+from orderstream.db.locks import run_lock
 from orderstream.db.models import Notification, utcnow
 from orderstream.errors import UserError
-from orderstream.notify.errors import Deferred, NotifyIncomplete, Permanent, Unavailable
+from orderstream.notify.errors import Deferred, NotifyBusy, NotifyIncomplete, Permanent, Unavailable
 from orderstream.notify.files import FileTransport
-from orderstream.notify.lock import run_lock
 from orderstream.notify.message import Outgoing, build_message
 from orderstream.notify.smtp import SmtpConfig, SmtpTransport
 from orderstream.settings import Settings
@@ -262,7 +262,8 @@ def send_queued(
         bind = session.get_bind()
     engine = bind if isinstance(bind, Engine) else bind.engine
     after_id = 0
-    with run_lock(engine, lock_timeout_s), transport:
+    busy = NotifyBusy("another `orderstream notify` run is still sending for this database; try again later")
+    with run_lock(engine, "notify", lock_timeout_s, busy), transport:
         while limit is None or limit > 0:
             with sessions.begin() as session:
                 notes, recovered = claim(session, after_id, claim_chunk if limit is None else min(claim_chunk, limit))

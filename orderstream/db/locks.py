@@ -1,9 +1,7 @@
-"""One notify run at a time per database.
+"""One run at a time per database for work that must not overlap (notify, produce).
 
-The claim marks rows `sending`; a later run treats `sending` rows as left by a crashed
-run and re-sends them. That is only right if no other run is alive, so each run holds
-this lock: a PostgreSQL session advisory lock (works across machines, released by the
-server if the process dies), or an flock beside the SQLite file (released by the kernel).
+A PostgreSQL session advisory lock (works across machines, released by the server if the
+process dies), or an flock beside the SQLite file (released by the kernel).
 """
 
 from __future__ import annotations
@@ -17,52 +15,52 @@ from pathlib import Path
 
 from sqlalchemy import Engine, func, select
 
-from orderstream.notify.errors import NotifyBusy
+from orderstream.errors import UserError
 
-LOCK_KEY = int.from_bytes(hashlib.sha256(b"orderstream.notify").digest()[:8], "big", signed=True)
 _POLL_S = 0.1
 
 
+def _key(name: str) -> int:
+    return int.from_bytes(hashlib.sha256(f"orderstream.{name}".encode()).digest()[:8], "big", signed=True)
+
+
 @contextmanager
-def run_lock(engine: Engine, timeout_s: float) -> Iterator[None]:
+def run_lock(engine: Engine, name: str, timeout_s: float, busy: UserError) -> Iterator[None]:
+    """Hold the database-wide lock `name`; raise `busy` if it is not free within the timeout."""
     deadline = time.monotonic() + timeout_s
     if engine.dialect.name == "postgresql":
-        with _pg_lock(engine, deadline):
+        with _pg_lock(engine, _key(name), deadline, busy):
             yield
         return
     database = engine.url.database
     if not database or database == ":memory:":  # private to this process anyway
         yield
         return
-    with _file_lock(Path(database + ".notify.lock"), deadline):
+    with _file_lock(Path(f"{database}.{name}.lock"), deadline, busy):
         yield
 
 
-def _busy() -> NotifyBusy:
-    return NotifyBusy("another `orderstream notify` run is still sending for this database; try again later")
-
-
 @contextmanager
-def _pg_lock(engine: Engine, deadline: float) -> Iterator[None]:
+def _pg_lock(engine: Engine, key: int, deadline: float, busy: UserError) -> Iterator[None]:
     with engine.connect() as conn:
-        while not conn.execute(select(func.pg_try_advisory_lock(LOCK_KEY))).scalar_one():
+        while not conn.execute(select(func.pg_try_advisory_lock(key))).scalar_one():
             conn.rollback()
             if time.monotonic() > deadline:
-                raise _busy()
+                raise busy
             time.sleep(_POLL_S)
         conn.commit()  # the lock is session-level: hold it without an open transaction
         try:
             yield
         finally:
             try:
-                conn.execute(select(func.pg_advisory_unlock(LOCK_KEY)))
+                conn.execute(select(func.pg_advisory_unlock(key)))
                 conn.commit()
             except Exception:
                 conn.invalidate()  # closing the server session releases the lock
 
 
 @contextmanager
-def _file_lock(path: Path, deadline: float) -> Iterator[None]:
+def _file_lock(path: Path, deadline: float, busy: UserError) -> Iterator[None]:
     with path.open("a") as fh:
         while True:
             try:
@@ -70,7 +68,7 @@ def _file_lock(path: Path, deadline: float) -> Iterator[None]:
                 break
             except BlockingIOError:
                 if time.monotonic() > deadline:
-                    raise _busy() from None
+                    raise busy from None
                 time.sleep(_POLL_S)
         try:
             yield
