@@ -14,6 +14,7 @@ import uuid
 import orjson
 import pandas as pd
 import pytest
+from prefect.settings import PREFECT_API_URL
 from sqlalchemy import func, select
 
 from flows.produce import produce_orders
@@ -149,10 +150,11 @@ def test_late_commits_are_never_skipped(settings, engine):
 def test_kill_9_mid_batch_loses_no_event(settings, engine):
     """Kill the producer at random moments, repeatedly; a final pass leaves nothing unproduced."""
     load(engine, [inventory(f"k{i}", f"o{i % 97}") for i in range(10_000)])
+    settings.home.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, "ORDERSTREAM_HOME": str(settings.home), "DATABASE_URL": settings.db_url,
            "KAFKA_BOOTSTRAP_SERVERS": settings.kafka_client_config()["bootstrap.servers"],
            "INVENTORY_TOPIC": settings.inventory_topic, "DELIVERY_TOPIC": settings.delivery_topic,
-           "PRODUCE_CHUNK_SIZE": "1000"}
+           "PRODUCE_CHUNK_SIZE": "1000", "PREFECT_API_URL": PREFECT_API_URL.value()}  # the session's Prefect API
     rng = random.Random(3)
 
     def produced_rows() -> int:
@@ -162,9 +164,12 @@ def test_kill_9_mid_batch_loses_no_event(settings, engine):
     kills = 0
     while kills < 3 and produced_rows() < 10_000:
         before = produced_rows()
-        proc = subprocess.Popen([sys.executable, "-m", "orderstream", "produce"], env=env,
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        wait_until(lambda: produced_rows() > before or proc.poll() is not None, 120, "the producer to commit a batch")
+        log = settings.home / f"produce-{kills}.log"
+        with log.open("w") as out:
+            proc = subprocess.Popen([sys.executable, "-m", "orderstream", "produce"], env=env, stdout=out, stderr=out)
+        wait_until(lambda: produced_rows() > before or proc.poll() is not None, 120,
+                   f"the producer to commit a batch; its output: {log}")
+        assert proc.poll() is None or proc.returncode == 0, log.read_text()[-2000:]
         time.sleep(rng.uniform(0, 0.4))  # a random instant inside a later batch
         proc.send_signal(signal.SIGKILL)
         proc.wait(10)
