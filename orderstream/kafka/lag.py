@@ -14,7 +14,8 @@ def admin_client(settings: Settings) -> AdminClient:
     return AdminClient(settings.kafka_client_config())
 
 
-def end_offsets(admin: AdminClient, topic: str, timeout: float = 10.0) -> dict[int, int]:
+def end_offsets(admin: AdminClient, topic: str, timeout: float = 10.0, spec: OffsetSpec | None = None) -> dict[int, int]:
+    """Each partition's latest offset (or `spec`, e.g. OffsetSpec.earliest())."""
     try:
         metadata = admin.list_topics(topic, timeout=timeout)
     except KafkaException as exc:
@@ -22,7 +23,7 @@ def end_offsets(admin: AdminClient, topic: str, timeout: float = 10.0) -> dict[i
     partitions = metadata.topics[topic].partitions if topic in metadata.topics else {}
     if not partitions:
         return {}
-    request = {TopicPartition(topic, p): OffsetSpec.latest() for p in partitions}
+    request = {TopicPartition(topic, p): spec or OffsetSpec.latest() for p in partitions}
     result = {}
     for tp, future in admin.list_offsets(request, request_timeout=timeout).items():
         result[tp.partition] = future.result().offset
@@ -30,8 +31,12 @@ def end_offsets(admin: AdminClient, topic: str, timeout: float = 10.0) -> dict[i
 
 
 def partition_lag(settings: Settings, group: str, topic: str, admin: AdminClient | None = None) -> dict[int, int]:
-    """Messages per partition that the group has not committed yet (uncommitted = from 0)."""
+    """Messages per partition that the group has not committed yet.
+
+    A partition the group never committed counts from its earliest retained offset.
+    """
     admin = admin or admin_client(settings)
     ends = end_offsets(admin, topic)
+    starts = end_offsets(admin, topic, spec=OffsetSpec.earliest())
     committed = group_committed(settings, group, topic, sorted(ends))
-    return {p: max(0, end - committed.get(p, 0)) for p, end in ends.items()}
+    return {p: max(0, end - committed.get(p, starts.get(p, 0))) for p, end in ends.items()}
