@@ -227,7 +227,9 @@ def notify(limit: Annotated[int | None, typer.Option(help="send at most this man
     from flows.notify import notify_customers
 
     report = notify_customers(limit=limit)
-    typer.echo(str(report))
+    typer.echo(f"sent {report.sent}, failed {report.failed}, deferred {report.deferred}")
+    for message_id, reason in report.failures[:10]:
+        typer.echo(f"  {message_id}: {reason}", err=True)
 
 
 @app.command()

@@ -49,7 +49,8 @@ def print_summary(outcome) -> None:
         ("produced to delivery_orders", c.produced_delivery),
         ("other types skipped", c.skipped_other),
         ("quarantined", c.quarantined),
-        ("notifications", outcome.notifications),
+        ("notifications sent", outcome.notifications.sent),
+        ("notifications failed", outcome.notifications.failed),
     ]))
     reasons = sorted(outcome.produced.quarantine_reasons.items(), key=lambda kv: -kv[1])
     if reasons:
