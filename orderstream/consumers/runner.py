@@ -1,0 +1,408 @@
+"""The batch consumer loop both consumers share.
+
+One batch = one `consume()` call = one database transaction:
+
+1. parse every record (pills are rejected here, before any I/O);
+2. in one transaction: claim the batch's event ids in the ledger (a redelivery claims
+   nothing and is counted), let the handler apply the claimed events with bulk SQL,
+   mark the handler's rejections, produce and flush the dead letters, commit;
+3. only then commit offsets (offset + 1 per partition), synchronously.
+
+A crash anywhere before 3 replays the batch, and the ledger turns the replay into a
+counted no-op. A database or DLQ outage rolls back, seeks back to the batch's first
+offsets and retries with backoff; nothing is ever skipped.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import gc
+import logging
+import signal
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, Protocol
+
+from confluent_kafka import (
+    Consumer,
+    KafkaError,
+    KafkaException,
+    Message,
+    TopicPartition,
+)
+from confluent_kafka.admin import AdminClient, OffsetSpec
+from sqlalchemy import Engine
+from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.orm import Session
+
+from orderstream.consumers import sql
+from orderstream.consumers.dlq import DeadLetterProducer, DeadLetterUnavailable
+from orderstream.consumers.messages import Envelope, Rejected, header_event_id
+from orderstream.consumers.stats import ConsumerStats
+from orderstream.errors import UserError
+from orderstream.settings import Settings
+
+log = logging.getLogger(__name__)
+
+# Failover after a crashed member takes at most this long (librdkafka's default is 45 s).
+SESSION_TIMEOUT_MS = 10_000
+HEARTBEAT_INTERVAL_MS = 2_000
+BACKOFF_INITIAL_S = 0.2
+BACKOFF_MAX_S = 10.0
+METADATA_TIMEOUT_S = 10.0
+GC_YOUNG_THRESHOLD = 50_000
+
+
+class ConsumerFatalError(UserError):
+    """librdkafka reported a fatal error; the consumer cannot continue."""
+
+
+class Handler(Protocol):
+    """What a consumer role plugs into the loop."""
+
+    role: str
+
+    def parse(self, value: bytes | None) -> Any:
+        """The event in a record value; raises `Rejected` for one that can never take effect."""
+
+    def apply(self, session: Session, events: Sequence[Envelope], now: dt.datetime) -> list[Envelope]:
+        """Apply claimed, parsed events in order with bulk SQL in the caller's transaction.
+
+        Returns the envelopes rejected on the database state (their `rejection` set);
+        they take no effect and are dead-lettered. Raise `sql.RetryBatch` to roll back.
+        """
+
+
+def _retryable(exc: BaseException) -> bool:
+    if isinstance(exc, (OperationalError, sql.RetryBatch, DeadLetterUnavailable)):
+        return True
+    return isinstance(exc, DBAPIError) and exc.connection_invalidated
+
+
+class StopSignal:
+    """Set by SIGTERM/SIGINT or by an outside event (e.g. a replica supervisor's)."""
+
+    def __init__(self, outside=None) -> None:
+        self._local = threading.Event()
+        self._outside = outside
+
+    def set(self) -> None:
+        self._local.set()
+
+    @property
+    def signalled(self) -> bool:
+        return self._local.is_set()
+
+    def is_set(self) -> bool:
+        return self._local.is_set() or (self._outside is not None and self._outside.is_set())
+
+    def wait(self, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        while not self.is_set():
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return False
+            self._local.wait(min(0.1, remaining))
+        return True
+
+
+class BatchConsumer:
+    """Runs one group member until stopped, or until caught up when draining."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        engine: Engine,
+        handler: Handler,
+        *,
+        drain: bool,
+        stop: StopSignal,
+        stats: ConsumerStats,
+        client_config: Mapping[str, Any] | None = None,
+    ) -> None:
+        self.settings = settings
+        self.engine = engine
+        self.handler = handler
+        self.topic = settings.topics[handler.role]
+        self.group = settings.groups[handler.role]
+        self.drain = drain
+        self.stop = stop
+        self.stats = stats
+        self.client_config = dict(client_config or {})
+        self.dlq = DeadLetterProducer(settings, self.group)
+        self._consumer: Consumer | None = None
+        self._admin: AdminClient | None = None
+        # Offsets whose batch is durable in the DB but whose commit to Kafka has not succeeded.
+        self._pending: dict[int, int] = {}
+
+    # -- Kafka plumbing -------------------------------------------------------------
+
+    def _config(self) -> dict[str, Any]:
+        return (
+            self.settings.kafka_client_config()
+            | {
+                "group.id": self.group,
+                "enable.auto.commit": False,
+                "enable.auto.offset.store": False,
+                "auto.offset.reset": "earliest",
+                "session.timeout.ms": SESSION_TIMEOUT_MS,
+                "heartbeat.interval.ms": HEARTBEAT_INTERVAL_MS,
+                "client.id": f"orderstream-{self.handler.role}",
+            }
+            | self.client_config
+        )
+
+    def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        log.info("%s: assigned %s", self.group, [p.partition for p in partitions])
+
+    def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        """Commit what is done for the revoked partitions; nothing is in flight between batches."""
+        revoked = {p.partition for p in partitions if p.topic == self.topic}
+        log.info("%s: revoked %s", self.group, sorted(revoked))
+        self._commit_pending(only=revoked)
+        for p in revoked:
+            self._pending.pop(p, None)
+
+    def _on_lost(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        lost = {p.partition for p in partitions if p.topic == self.topic}
+        log.warning("%s: lost %s; their next owner replays from the last commit", self.group, sorted(lost))
+        for p in lost:
+            self._pending.pop(p, None)
+
+    def _commit_pending(self, only: set[int] | None = None) -> None:
+        offsets = [
+            TopicPartition(self.topic, p, o) for p, o in self._pending.items() if only is None or p in only
+        ]
+        if not offsets or self._consumer is None:
+            return
+        try:
+            result = self._consumer.commit(offsets=offsets, asynchronous=False)
+        except KafkaException as exc:
+            self.stats.commit_failures += 1
+            log.warning("%s: offset commit failed (%s); replays will be deduplicated", self.group, exc)
+            return
+        for tp in result or offsets:
+            if tp.error is None and self._pending.get(tp.partition) == tp.offset:
+                del self._pending[tp.partition]
+
+    def _collect(self, msgs: list[Message]) -> list[Envelope]:
+        """Envelopes of the batch's records, each parsed or rejected (the hot loop: keep it lean)."""
+        envs: list[Envelope] = []
+        append = envs.append
+        parse = self.handler.parse
+        for msg in msgs:
+            err = msg.error()
+            if err is not None:
+                if err.fatal():
+                    raise ConsumerFatalError(f"Kafka consumer fatal error: {err.str()}")
+                if err.code() != KafkaError._PARTITION_EOF:
+                    self.stats.kafka_errors += 1
+                    log.warning("%s: consumer error: %s", self.group, err.str())
+                continue
+            headers = msg.headers()
+            value = msg.value()
+            env = Envelope(
+                msg.topic(), msg.partition(), msg.offset(), msg.key(), value, headers,
+                msg.timestamp()[1], header_event_id(headers) or "",
+            )
+            try:
+                env.event = parse(value)
+            except Rejected as exc:
+                env.rejection = exc.with_traceback(None)  # no frame references: no cycles for the GC
+            if not env.ledger_key:
+                event_id = getattr(env.event, "event_id", None) or getattr(env.rejection, "event_id", None)
+                env.ledger_key = event_id or f"{env.topic}:{env.partition}:{env.offset}"
+            append(env)
+        return envs
+
+    def _drained(self) -> bool:
+        try:
+            return self._caught_up()
+        except KafkaException as exc:  # the broker did not answer: ask again at the next idle poll
+            log.warning("%s: cannot read the group's lag yet (%s)", self.group, exc)
+            return False
+
+    def _caught_up(self) -> bool:
+        """True once the group's committed offsets equal the end offsets of every partition.
+
+        End offsets come from an AdminClient: on the consumer's connection to the leader
+        that request would queue behind its long-polling fetches.
+        """
+        if self._admin is None:
+            self._admin = AdminClient(self.settings.kafka_client_config())
+        admin = self._admin
+        meta = admin.list_topics(self.topic, timeout=METADATA_TIMEOUT_S).topics.get(self.topic)
+        if meta is None or meta.error is not None:
+            return True  # no topic, nothing to consume
+        tps = [TopicPartition(self.topic, p) for p in sorted(meta.partitions)]
+        ends = {
+            tp.partition: f.result().offset
+            for tp, f in admin.list_offsets(
+                {tp: OffsetSpec.latest() for tp in tps}, request_timeout=METADATA_TIMEOUT_S
+            ).items()
+        }
+        starts = {
+            tp.partition: f.result().offset
+            for tp, f in admin.list_offsets(
+                {tp: OffsetSpec.earliest() for tp in tps}, request_timeout=METADATA_TIMEOUT_S
+            ).items()
+        }
+        # The group's commits through the consumer's own coordinator connection: an
+        # AdminClient's ListConsumerGroupOffsets crashes librdkafka 2.16 (NULL cgrp in
+        # rd_kafka_handle_OffsetFetch) when the coordinator answers with a retriable error,
+        # as a freshly started broker does.
+        assert self._consumer is not None
+        committed = {tp.partition: tp.offset for tp in self._consumer.committed(tps, timeout=METADATA_TIMEOUT_S)}
+        for partition, end in ends.items():
+            position = committed.get(partition, -1)
+            if position < 0:
+                position = starts[partition]
+            if position < end:
+                return False
+        return True
+
+    def _rewind(self, envs: list[Envelope]) -> None:
+        assert self._consumer is not None
+        first: dict[int, int] = {}
+        for env in envs:
+            first.setdefault(env.partition, env.offset)
+        for partition, offset in first.items():
+            try:
+                self._consumer.seek(TopicPartition(self.topic, partition, offset))
+            except KafkaException as exc:  # revoked meanwhile: its next owner replays it
+                log.info("%s: cannot seek partition %d back (%s)", self.group, partition, exc)
+
+    # -- the batch ------------------------------------------------------------------
+
+    def _apply(self, envs: list[Envelope]) -> tuple[int, int, int]:
+        """One transaction for the batch; returns (applied, deduplicated, dead_lettered)."""
+        now = dt.datetime.now(dt.timezone.utc)
+        unique: dict[str, Envelope] = {}
+        for env in envs:
+            unique.setdefault(env.ledger_key, env)
+        firsts = list(unique.values())
+        ledger_rows = [
+            {
+                "event_id": env.ledger_key,
+                "partition": env.partition,
+                "offset": env.offset,
+                "outcome": "applied" if env.rejection is None else "dead_lettered",
+                "error_class": env.error_class,
+                "error_message": env.error_message,
+            }
+            for env in firsts
+        ]
+        ledger_constants = {"consumer_group": self.group, "topic": self.topic, "processed_at": now}
+        with Session(self.engine) as session, session.begin():
+            claimed_ids = sql.claim_events(session, ledger_rows, ledger_constants)
+            claimed = [env for env in firsts if env.ledger_key in claimed_ids]
+            deduplicated = len(envs) - len(claimed)
+            sql.increment_counter(session, self.group, "deduplicated", deduplicated)
+            valid = [env for env in claimed if env.rejection is None]
+            rejected_late = self.handler.apply(session, valid, now) if valid else []
+            sql.mark_dead_lettered(session, self.group, rejected_late)
+            dead = [env for env in claimed if env.rejection is not None]
+            self.dlq.send(dead)  # acknowledged before the transaction commits
+        return len(claimed) - len(dead), deduplicated, len(dead)
+
+    def run(self) -> ConsumerStats:
+        consumer = self._consumer = Consumer(self._config())
+        backoff = BACKOFF_INITIAL_S
+        restore_gc = _batch_friendly_gc()
+        try:
+            consumer.subscribe(
+                [self.topic], on_assign=self._on_assign, on_revoke=self._on_revoke, on_lost=self._on_lost
+            )
+            while not self.stop.is_set():
+                msgs = consumer.consume(
+                    num_messages=self.settings.consume_batch_size, timeout=self.settings.consume_poll_timeout_s
+                )
+                if not msgs:
+                    self._commit_pending()
+                    if self.drain and not self._pending and self._drained():
+                        log.info("%s: caught up, draining done", self.group)
+                        break
+                    continue
+                envs = self._collect(msgs)
+                if not envs:
+                    continue
+                self.stats.consumed += len(envs)
+                try:
+                    applied, deduplicated, dead = self._apply(envs)
+                except Exception as exc:
+                    if not _retryable(exc):
+                        raise
+                    self.stats.retries += 1
+                    log.warning(
+                        "%s: batch of %d rolled back (%s: %s); retrying in %.1fs",
+                        self.group, len(envs), type(exc).__name__, str(exc).splitlines()[0][:200], backoff,
+                    )
+                    self._rewind(envs)
+                    self.stop.wait(backoff)
+                    backoff = min(backoff * 2, BACKOFF_MAX_S)
+                    continue
+                backoff = BACKOFF_INITIAL_S
+                for env in envs:
+                    self._pending[env.partition] = env.offset + 1
+                self._commit_pending()
+                self.stats.applied += applied
+                self.stats.deduplicated += deduplicated
+                self.stats.dead_lettered += dead
+                self.stats.record_batch(len(envs))
+            self._commit_pending()
+        finally:
+            try:
+                consumer.close()
+            finally:
+                self._consumer = None
+                self._admin = None
+                self.dlq.close()
+                restore_gc()
+                self.stats.stopped_at = time.monotonic()
+        return self.stats
+
+
+def _batch_friendly_gc() -> Callable[[], None]:
+    """Keep Python's cycle collector from rescanning the heap for every few hundred objects.
+
+    A batch allocates tens of thousands of short-lived, acyclic objects (envelopes, rows);
+    at the default thresholds the collector runs hundreds of times per batch and walks the
+    whole long-lived heap (SQLAlchemy, pydantic, ...) again and again, which cost as much
+    CPU as the rest of the consumer. The long-lived heap is frozen out of collection and
+    the young generation may grow to about a batch. Returns a function that restores both.
+    """
+    previous = gc.get_threshold()
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(GC_YOUNG_THRESHOLD, previous[1], previous[2])
+
+    def restore() -> None:
+        gc.set_threshold(*previous)
+        gc.unfreeze()
+
+    return restore
+
+
+def install_signal_handlers(stop: StopSignal) -> Callable[[], None]:
+    """SIGTERM/SIGINT finish the current batch and stop; a second one interrupts at once.
+
+    Returns a function that restores the previous handlers. Outside the main thread
+    (where Python cannot install handlers) it does nothing.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        return lambda: None
+
+    def handle(signum, _frame) -> None:
+        if stop.signalled:
+            raise KeyboardInterrupt
+        log.info("signal %d: finishing the current batch, then stopping", signum)
+        stop.set()
+
+    previous = {sig: signal.signal(sig, handle) for sig in (signal.SIGTERM, signal.SIGINT)}
+
+    def restore() -> None:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+    return restore

@@ -1,0 +1,235 @@
+"""Bulk statements shared by both consumers, for PostgreSQL and SQLite alike.
+
+Every function takes the caller's session and never commits: the batch transaction
+belongs to the runner.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from typing import Any, TypeVar
+
+import orjson
+from sqlalchemy import (
+    JSON,
+    Column,
+    ColumnElement,
+    Row,
+    Select,
+    Table,
+    Text,
+    and_,
+    bindparam,
+    cast,
+    column,
+    func,
+    select,
+    text,
+    tuple_,
+    update,
+)
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import Session
+from sqlalchemy.types import TypeEngine
+
+from orderstream.db.models import ConsumerCounter, ProcessedEvent
+
+T = TypeVar("T")
+
+LEDGER = ProcessedEvent.__table__
+COUNTERS = ConsumerCounter.__table__
+
+# Keeps every IN list well under SQLite's 32766 bound variables.
+IN_CHUNK = 5_000
+
+
+class RetryBatch(Exception):
+    """The batch met a concurrent change it cannot reconcile: roll back and re-consume it."""
+
+
+def is_postgres(session: Session) -> bool:
+    return session.get_bind().dialect.name == "postgresql"
+
+
+def dialect_insert(session: Session, table: Table):
+    """`INSERT` with ON CONFLICT support for the session's database."""
+    return (postgresql.insert if is_postgres(session) else sqlite.insert)(table)
+
+
+def chunks(items: Sequence[T], size: int = IN_CHUNK) -> Iterator[Sequence[T]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+def lock_table(session: Session, table: Table, mode: str) -> None:
+    """Take a PostgreSQL table lock; SQLite write transactions are serialized already."""
+    if is_postgres(session):
+        session.execute(text(f"LOCK TABLE {table.name} IN {mode} MODE"))
+
+
+# On PostgreSQL a batch travels as ONE parameter, a JSON array of row objects serialized by
+# orjson and expanded server-side by json_to_recordset: one short statement instead of
+# thousands of placeholders, and no per-value adaptation in Python. SQLite gets the same
+# statement shapes as executemany (its driver prepares once and steps per row, in-process).
+
+
+def _recordset(rows: list[dict[str, Any]], types: Mapping[str, TypeEngine], name: str):
+    """A derived table `name(col type, ...)` of `rows` on PostgreSQL."""
+    payload = orjson.dumps(rows).decode()
+    return (
+        func.json_to_recordset(cast(bindparam(f"{name}_rows", payload, type_=Text), JSON))
+        .table_valued(*[column(n, t) for n, t in types.items()])
+        .render_derived(name=name, with_types=True)
+    )
+
+
+def insert_rows(
+    session: Session,
+    table: Table,
+    rows: list[dict[str, Any]],
+    *,
+    constants: Mapping[str, Any] | None = None,
+    skip_conflicts_on: Sequence[str] | None = None,
+    update_conflicts_on: Sequence[str] | None = None,
+    update_columns: Sequence[str] = (),
+    returning: str | None = None,
+) -> list[Any]:
+    """Bulk INSERT of rows that all have the same keys, plus `constants` for every row.
+
+    Optionally ON CONFLICT (`skip_conflicts_on`) DO NOTHING, or ON CONFLICT
+    (`update_conflicts_on`) DO UPDATE the `update_columns` (no two rows may share a key),
+    and RETURNING one column of the rows actually inserted.
+    """
+    if not rows:
+        return []
+    constants = dict(constants or {})
+    names = list(rows[0])
+    stmt = dialect_insert(session, table)
+    if is_postgres(session):
+        source = _recordset(rows, {n: table.c[n].type for n in names}, "r")
+        fixed = [bindparam(f"c_{n}", v, type_=table.c[n].type) for n, v in constants.items()]
+        stmt = stmt.from_select(names + list(constants), select(*[source.c[n] for n in names], *fixed))
+        params: Any = {}
+    elif constants:
+        params = [{**row, **constants} for row in rows]
+    else:
+        params = rows
+    if skip_conflicts_on:
+        stmt = stmt.on_conflict_do_nothing(index_elements=list(skip_conflicts_on))
+    elif update_conflicts_on:
+        stmt = stmt.on_conflict_do_update(
+            index_elements=list(update_conflicts_on), set_={c: stmt.excluded[c] for c in update_columns}
+        )
+    if returning is None:
+        session.execute(stmt, params)
+        return []
+    return session.execute(stmt.returning(table.c[returning]), params).scalars().all()
+
+
+def bulk_update(
+    session: Session,
+    table: Table,
+    params: list[dict[str, Any]],
+    types: Mapping[str, TypeEngine],
+    where: Callable[[Any], list[ColumnElement[bool]]],
+    values: Callable[[Any], dict[str, Any]],
+) -> int:
+    """One UPDATE for many parameter rows; returns the number of rows updated.
+
+    `where` and `values` build the clauses from `k[name]`, the row's parameter `name`:
+    a column of a derived table on PostgreSQL (UPDATE ... FROM), a bound parameter on
+    SQLite (executemany).
+    """
+    if not params:
+        return 0
+    if is_postgres(session):
+        k: Any = _recordset(params, types, "k").c
+        execute_params: Any = {}
+    else:
+        k = {n: bindparam(n, type_=typ) for n, typ in types.items()}
+        execute_params = params
+    stmt = update(table).where(*where(k)).values(**values(k))
+    return session.execute(stmt, execute_params).rowcount
+
+
+def select_keys(
+    session: Session,
+    query: Select,
+    key_columns: Sequence[Column],
+    keys: Sequence[tuple[Any, ...]],
+    *,
+    lock: bool = False,
+) -> list[Row]:
+    """`query` restricted to rows whose `key_columns` are one of `keys`.
+
+    `lock` takes FOR UPDATE row locks on PostgreSQL, in the query's ORDER BY order (SQLite
+    write transactions are serialized already).
+    """
+    if not keys:
+        return []
+    if is_postgres(session):
+        names = [c.name for c in key_columns]
+        source = _recordset([dict(zip(names, key)) for key in keys], {c.name: c.type for c in key_columns}, "keys")
+        query = query.join(source, and_(*[c == source.c[c.name] for c in key_columns]))
+        if lock:
+            query = query.with_for_update(of=key_columns[0].table)
+        return list(session.execute(query))
+    rows: list[Row] = []
+    if len(key_columns) == 1:
+        for chunk in chunks([key[0] for key in keys]):
+            rows += session.execute(query.where(key_columns[0].in_(chunk)))
+    else:
+        for chunk in chunks(keys, IN_CHUNK // len(key_columns)):
+            rows += session.execute(query.where(tuple_(*key_columns).in_(chunk)))
+    return rows
+
+
+def select_where_in(session: Session, query: Select, column: Column, values: Sequence[Any]) -> list[Row]:
+    """`query` restricted to `column IN values`."""
+    return select_keys(session, query, (column,), [(v,) for v in values])
+
+
+def claim_events(session: Session, rows: list[dict[str, Any]], constants: Mapping[str, Any]) -> set[str]:
+    """Insert the batch's ledger rows; return the event ids this transaction claimed.
+
+    An id already in the ledger (a redelivery) is skipped by ON CONFLICT DO NOTHING and
+    not returned. A concurrent transaction holding the same id makes this one wait for
+    it, so exactly one of them claims each event.
+    """
+    claimed = insert_rows(
+        session, LEDGER, rows, constants=constants, skip_conflicts_on=("consumer_group", "event_id"), returning="event_id"
+    )
+    return set(claimed)
+
+
+def mark_dead_lettered(session: Session, group: str, rejected: Iterable[Any]) -> None:
+    """Turn claimed ledger rows into `dead_lettered` ones with their error."""
+    params = [
+        {"k_event_id": env.ledger_key, "k_class": env.error_class, "k_message": env.error_message}
+        for env in rejected
+    ]
+    bulk_update(
+        session,
+        LEDGER,
+        params,
+        {"k_event_id": Text(), "k_class": Text(), "k_message": Text()},
+        where=lambda k: [LEDGER.c.consumer_group == group, LEDGER.c.event_id == k["k_event_id"]],
+        values=lambda k: {"outcome": "dead_lettered", "error_class": k["k_class"], "error_message": k["k_message"]},
+    )
+
+
+def increment_counter(session: Session, group: str, name: str, by: int) -> None:
+    if by <= 0:
+        return
+    stmt = dialect_insert(session, COUNTERS).values(consumer_group=group, name=name, value=by)
+    stmt = stmt.on_conflict_do_update(
+        index_elements=[COUNTERS.c.consumer_group, COUNTERS.c.name],
+        set_={"value": COUNTERS.c.value + stmt.excluded.value},
+    )
+    session.execute(stmt)
+
+
+def require_rowcount(updated: int, expected: int, what: str) -> None:
+    """A conditional update that did not hit every row means a concurrent change: retry the batch."""
+    if updated != expected:
+        raise RetryBatch(f"{what}: {expected - updated} of {expected} conditional updates did not apply")
