@@ -72,9 +72,52 @@ class LagCollector(Collector):
         yield family
 
 
-def serve(port: int, settings: Settings | None = None, role: str | None = None) -> None:
-    """Serve /metrics on 127.0.0.1:port; with a role, include its consumer lag."""
+def observe_consumer_batch(topic: str, envs: list, applied: int, deduplicated: int, dead: int, seconds: float) -> None:
+    """Count one committed batch; latencies from Kafka timestamps and a sample of created_at."""
+    now = time.time()
+    consumed.labels(topic).inc(len(envs))
+    for outcome, n in (("applied", applied), ("deduplicated", deduplicated), ("dead_lettered", dead)):
+        if n:
+            processed.labels(topic, outcome).inc(n)
+    consumer_batch_size.labels(topic).observe(len(envs))
+    consumer_batch_seconds.labels(topic).observe(seconds)
+    produced_latency = produced_to_applied_seconds.labels(topic)
+    source_latency = source_to_applied_seconds.labels(topic)
+    step = max(1, len(envs) // SAMPLE_PER_BATCH)  # bounded cost per batch, unbiased over time
+    for env in envs[::step]:
+        if env.timestamp_ms > 0:
+            produced_latency.observe(max(0.0, now - env.timestamp_ms / 1000))
+        created = _created_at(env.value)
+        if created is not None:
+            source_latency.observe(max(0.0, now - created))
+
+
+SAMPLE_PER_BATCH = 100
+
+
+def _created_at(value: bytes | None) -> float | None:
+    import datetime as dt
+
+    import orjson
+
+    try:
+        text = orjson.loads(value)["created_at"]
+        return dt.datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+    except Exception:  # pills and malformed stamps have no latency to report
+        return None
+
+
+_lag_collector: LagCollector | None = None
+
+
+def serve(port: int, settings: Settings | None = None, role: str | None = None):
+    """Serve /metrics on 127.0.0.1:port; with a role, include its consumer lag. Returns the server."""
+    global _lag_collector
     if settings is not None and role is not None:
-        REGISTRY.register(LagCollector(settings, role))
-    start_http_server(port, addr="127.0.0.1")
+        if _lag_collector is not None:  # one consumer per process at a time; tests run several
+            REGISTRY.unregister(_lag_collector)
+        _lag_collector = LagCollector(settings, role)
+        REGISTRY.register(_lag_collector)
+    server, _thread = start_http_server(port, addr="127.0.0.1")
     log.info("metrics at http://127.0.0.1:%d/metrics", port)
+    return server

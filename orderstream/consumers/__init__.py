@@ -75,9 +75,9 @@ def run_consumer(
     server = None
     try:
         if metrics_port is not None:
-            from prometheus_client import start_http_server
+            from orderstream import metrics
 
-            server, _thread = start_http_server(metrics_port, addr="127.0.0.1")
+            server = metrics.serve(metrics_port, settings, role)
         consumer = BatchConsumer(
             settings,
             make_engine(settings.db_url),

@@ -36,6 +36,7 @@ from sqlalchemy import Engine
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.orm import Session
 
+from orderstream import metrics
 from orderstream.consumers import sql
 from orderstream.consumers.dlq import DeadLetterProducer, DeadLetterUnavailable
 from orderstream.consumers.messages import Envelope, Rejected, header_event_id
@@ -328,12 +329,14 @@ class BatchConsumer:
                 if not envs:
                     continue
                 self.stats.consumed += len(envs)
+                started = time.perf_counter()
                 try:
                     applied, deduplicated, dead = self._apply(envs)
                 except Exception as exc:
                     if not _retryable(exc):
                         raise
                     self.stats.retries += 1
+                    metrics.consumer_retries.labels(self.topic).inc()
                     log.warning(
                         "%s: batch of %d rolled back (%s: %s); retrying in %.1fs",
                         self.group, len(envs), type(exc).__name__, str(exc).splitlines()[0][:200], backoff,
@@ -350,6 +353,9 @@ class BatchConsumer:
                 self.stats.deduplicated += deduplicated
                 self.stats.dead_lettered += dead
                 self.stats.record_batch(len(envs))
+                metrics.observe_consumer_batch(
+                    self.topic, envs, applied, deduplicated, dead, time.perf_counter() - started
+                )
             self._commit_pending()
         finally:
             try:
