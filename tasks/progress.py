@@ -11,7 +11,7 @@ from sqlalchemy.orm import Session
 
 from orderstream.db.models import OrderEvent, ProducerBatch, Quarantine, utcnow
 from orderstream.source.fields import EVENT_FIELDS
-from orderstream.source.repository import dialect_insert
+from orderstream.db.engine import dialect_insert
 
 ID_CHUNK = 10_000  # keeps IN lists under every driver's parameter limit
 

@@ -28,10 +28,10 @@ from sqlalchemy import (
     tuple_,
     update,
 )
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 from sqlalchemy.types import TypeEngine
 
+from orderstream.db.engine import dialect_insert
 from orderstream.db.models import ConsumerCounter, ProcessedEvent
 
 T = TypeVar("T")
@@ -49,11 +49,6 @@ class RetryBatch(Exception):
 
 def is_postgres(session: Session) -> bool:
     return session.get_bind().dialect.name == "postgresql"
-
-
-def dialect_insert(session: Session, table: Table):
-    """`INSERT` with ON CONFLICT support for the session's database."""
-    return (postgresql.insert if is_postgres(session) else sqlite.insert)(table)
 
 
 def chunks(items: Sequence[T], size: int = IN_CHUNK) -> Iterator[Sequence[T]]:

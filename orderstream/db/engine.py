@@ -67,6 +67,17 @@ def is_postgres(engine: Engine) -> bool:
     return engine.dialect.name == "postgresql"
 
 
+def dialect_insert(session: Session, table):
+    """A Core INSERT of a Table (or a model's table) with the dialect's ON CONFLICT support.
+
+    Core, not the ORM's bulk path: with RETURNING the ORM falls back to a statement per row.
+    """
+    from sqlalchemy.dialects import postgresql, sqlite
+
+    module = postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
+    return module.insert(getattr(table, "__table__", table))
+
+
 def migrate(engine: Engine) -> None:
     """Bring the schema to the newest Alembic revision (idempotent)."""
     from alembic import command

@@ -6,20 +6,14 @@ from dataclasses import dataclass, field
 
 import orjson
 import pandas as pd
-from sqlalchemy import Insert, func, select
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from orderstream.db.engine import dialect_insert
 from orderstream.db.models import OrderEvent, SourceLoad, Stock, utcnow
 from orderstream.source.fields import EVENT_FIELDS
 
 INSERT_ROWS = 5_000  # rows per INSERT statement group; bounds memory of one call
-
-
-def dialect_insert(session: Session, table) -> Insert:
-    """INSERT with the dialect's ON CONFLICT support (PostgreSQL and SQLite both have it)."""
-    module = postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
-    return module.insert(table)
 
 
 @dataclass
@@ -53,10 +47,9 @@ def event_rows(frame: pd.DataFrame) -> list[dict]:
     rows = frame.reindex(columns=list(EVENT_FIELDS)).astype(object)
     rows = rows.where(rows.notna(), None)
     records = rows.to_dict("records")
-    if extra_columns:
-        extras = frame[extra_columns].to_dict("records")
-        for record, extra in zip(records, extras):
-            record["extra"] = orjson.dumps(extra).decode()
+    extras = frame[extra_columns].to_dict("records") if extra_columns else [None] * len(records)
+    for record, extra in zip(records, extras):
+        record["extra"] = orjson.dumps(extra).decode() if extra else None  # same keys in every row
     return records
 
 
@@ -74,7 +67,7 @@ def insert_events(session: Session, frame: pd.DataFrame, load_id: int | None = N
     statement = (
         dialect_insert(session, OrderEvent)
         .on_conflict_do_nothing(index_elements=["event_id"])
-        .returning(OrderEvent.event_id)
+        .returning(OrderEvent.__table__.c.event_id)
     )
     now = utcnow()
     for start in range(0, len(records), INSERT_ROWS):
