@@ -6,14 +6,15 @@ from dataclasses import asdict, dataclass
 
 import orjson
 import pandas as pd
-from sqlalchemy import update
+from sqlalchemy import BigInteger, any_, bindparam, update
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.orm import Session
 
 from orderstream.db.models import OrderEvent, ProducerBatch, Quarantine, utcnow
 from orderstream.source.fields import EVENT_FIELDS
-from orderstream.db.engine import dialect_insert
+from orderstream.db.engine import dialect_insert, is_postgres
 
-ID_CHUNK = 10_000  # keeps IN lists under every driver's parameter limit
+ID_CHUNK = 10_000  # keeps SQLite's IN lists under its parameter limit
 
 
 @dataclass
@@ -28,12 +29,14 @@ class BatchCounts:
 
 def _mark(session: Session, ids: list[int], outcome: str, batch_id: str) -> None:
     now = utcnow()
+    values = {"outcome": outcome, "batch_id": batch_id, "produced_at": now if outcome == "produced" else None}
+    if is_postgres(session.get_bind()):
+        # One array parameter instead of thousands of placeholders.
+        match = OrderEvent.id == any_(bindparam("ids", ids, type_=ARRAY(BigInteger)))
+        session.execute(update(OrderEvent).where(match).values(**values))
+        return
     for start in range(0, len(ids), ID_CHUNK):
-        session.execute(
-            update(OrderEvent)
-            .where(OrderEvent.id.in_(ids[start : start + ID_CHUNK]))
-            .values(outcome=outcome, batch_id=batch_id, produced_at=now if outcome == "produced" else None)
-        )
+        session.execute(update(OrderEvent).where(OrderEvent.id.in_(ids[start : start + ID_CHUNK])).values(**values))
 
 
 def quarantine_rows(rejected: pd.DataFrame, batch_id: str) -> list[dict]:

@@ -38,7 +38,7 @@ import orjson
 from sqlalchemy import Integer, Text, case, select
 from sqlalchemy.orm import Session
 
-from orderstream.consumers import sql
+from orderstream.db import bulk as sql
 from orderstream.consumers.messages import (
     MAX_VALUE_BYTES,
     Envelope,

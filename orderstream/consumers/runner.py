@@ -37,7 +37,7 @@ from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.orm import Session
 
 from orderstream import metrics
-from orderstream.consumers import sql
+from orderstream.db import bulk as sql
 from orderstream.consumers.dlq import DeadLetterProducer, DeadLetterUnavailable
 from orderstream.consumers.messages import Envelope, Rejected, header_event_id
 from orderstream.consumers.stats import ConsumerStats

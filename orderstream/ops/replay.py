@@ -43,7 +43,7 @@ from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.orm import Session
 
 from orderstream.consumers import make_handler
-from orderstream.consumers import sql
+from orderstream.db import bulk as sql
 from orderstream.consumers.dlq import OUR_HEADERS
 from orderstream.consumers.messages import Envelope, Rejected, header_event_id
 from orderstream.consumers.runner import Handler

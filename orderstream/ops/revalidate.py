@@ -43,7 +43,7 @@ import pandas as pd
 from sqlalchemy import bindparam, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
-from orderstream.consumers.sql import chunks
+from orderstream.db.bulk import chunks
 from orderstream.db.models import OrderEvent, Quarantine, utcnow
 from orderstream.errors import UserError
 from orderstream.ops.common import run_logger

@@ -9,6 +9,7 @@ import pandas as pd
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from orderstream.db.bulk import insert_rows
 from orderstream.db.engine import dialect_insert
 from orderstream.db.models import OrderEvent, SourceLoad, Stock, utcnow
 from orderstream.source.fields import EVENT_FIELDS
@@ -64,18 +65,13 @@ def insert_events(session: Session, frame: pd.DataFrame, load_id: int | None = N
     report.refused_missing_id = int(missing.sum())
     frame = frame[~missing]
     records = event_rows(frame)
-    statement = (
-        dialect_insert(session, OrderEvent)
-        .on_conflict_do_nothing(index_elements=["event_id"])
-        .returning(OrderEvent.__table__.c.event_id)
-    )
     now = utcnow()
     for start in range(0, len(records), INSERT_ROWS):
         part = records[start : start + INSERT_ROWS]
-        for record in part:
-            record["loaded_at"] = now
-            record["load_id"] = load_id
-        inserted = len(session.execute(statement, part).all())
+        inserted = len(
+            insert_rows(session, OrderEvent.__table__, part, constants={"loaded_at": now, "load_id": load_id},
+                        skip_conflicts_on=["event_id"], returning="event_id")
+        )
         report.loaded += inserted
         report.refused_duplicate += len(part) - inserted
     return report

@@ -1,4 +1,4 @@
-"""Bulk statements shared by both consumers, for PostgreSQL and SQLite alike.
+"""Bulk statements for PostgreSQL and SQLite alike (the loader, the producer's commit, the consumers).
 
 Every function takes the caller's session and never commits: the batch transaction
 belongs to the runner.
@@ -56,10 +56,17 @@ def chunks(items: Sequence[T], size: int = IN_CHUNK) -> Iterator[Sequence[T]]:
         yield items[start : start + size]
 
 
+# Table locks the consumers take, as fixed statements (no SQL is assembled from strings).
+_LOCKS = {
+    ("reservations", "ROW EXCLUSIVE"): text("LOCK TABLE reservations IN ROW EXCLUSIVE MODE"),
+    ("reservations", "SHARE ROW EXCLUSIVE"): text("LOCK TABLE reservations IN SHARE ROW EXCLUSIVE MODE"),
+}
+
+
 def lock_table(session: Session, table: Table, mode: str) -> None:
     """Take a PostgreSQL table lock; SQLite write transactions are serialized already."""
     if is_postgres(session):
-        session.execute(text(f"LOCK TABLE {table.name} IN {mode} MODE"))
+        session.execute(_LOCKS[(table.name, mode)])
 
 
 # On PostgreSQL a batch travels as ONE parameter, a JSON array of row objects serialized by
