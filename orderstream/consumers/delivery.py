@@ -35,7 +35,8 @@ from dataclasses import dataclass
 from sqlalchemy import Date, Integer, Text, select
 from sqlalchemy.orm import Session
 
-from orderstream.consumers import notices, sql
+from orderstream.consumers import notices
+from orderstream.db import bulk as sql
 from orderstream.consumers.inventory import release_reservations
 from orderstream.consumers.messages import (
     Envelope,
