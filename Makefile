@@ -32,7 +32,8 @@ test-faults: install
 	$(BIN)/python -m pytest -m fault -q
 
 bench: install
-	$(BIN)/orderstream bench
+	$(BIN)/pip install --quiet -e '.[bench]'
+	$(BIN)/orderstream bench --write bench
 
 stop:
 	-$(BIN)/orderstream stack down

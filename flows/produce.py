@@ -19,7 +19,7 @@ from orderstream.db.engine import make_engine, migrate, session_factory
 from orderstream.db.locks import run_lock
 from orderstream.errors import UserError
 from orderstream.kafka.producer import OrderProducer
-from orderstream.lifecycle import stop_requested
+from orderstream.lifecycle import install_signal_handlers, stop_requested
 from orderstream.settings import Settings
 from tasks.extract import count_pending, extract_chunk, read_pending
 from tasks.produce import delivery_orders_producer, inventory_orders_producer
@@ -169,6 +169,8 @@ def produce_orders(
     """Produce every new source event once (or keep polling with `continuous`)."""
     settings = settings or Settings()
     log = _logger()
+    # Prefect installs its own SIGTERM handler for the run; ours finishes the batch in hand.
+    install_signal_handlers()
     if metrics_port is not None:
         metrics.serve(metrics_port)
     engine = make_engine(settings.db_url)

@@ -258,6 +258,28 @@ def serve(
 
 
 @app.command()
+def bench(
+    as_json: Annotated[bool, typer.Option("--json", help="one JSON object, last on stdout")] = False,
+    quick: Annotated[bool, typer.Option("--quick", help="smaller counts and shorter runs")] = False,
+    repeats: Annotated[int, typer.Option(help="runs per measurement; the median is reported")] = 3,
+    write: Annotated[Path | None, typer.Option(help="also write RESULTS.md and the plot into this directory")] = None,
+) -> None:
+    """Measure the pipeline against Kafka's own perf tools on the same broker (P1..P5)."""
+    from orderstream.bench import run_bench
+    from orderstream.bench.report import print_table, write_results
+
+    result = run_bench(quick=quick, home=None, repeats=repeats)
+    if write is not None:
+        write_results(result, write)
+    if as_json:
+        sys.stdout.write(orjson.dumps(result).decode() + "\n")
+    else:
+        print_table(result, console)
+    if result.get("errors"):
+        raise typer.Exit(1)
+
+
+@app.command()
 def status(as_json: Annotated[bool, typer.Option("--json", help="one JSON object on stdout")] = False) -> None:
     """The pipeline's counters."""
     from orderstream import status as status_module

@@ -64,6 +64,13 @@ def insert_events(session: Session, frame: pd.DataFrame, load_id: int | None = N
     missing = _missing(frame["event_id"])
     report.refused_missing_id = int(missing.sum())
     frame = frame[~missing]
+    # PostgreSQL text cannot hold U+0000; refuse such rows on every database alike.
+    nul = frame.apply(lambda col: col.map(lambda v: isinstance(v, str) and "\x00" in v)).any(axis=1)
+    if nul.any():
+        report.refused_invalid += int(nul.sum())
+        for event_id in frame.loc[nul, "event_id"].head(20):
+            report.problems.append(f"event {event_id!r}: a field contains a NUL byte")
+        frame = frame[~nul]
     records = event_rows(frame)
     now = utcnow()
     for start in range(0, len(records), INSERT_ROWS):

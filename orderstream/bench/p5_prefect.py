@@ -1,0 +1,167 @@
+"""P5: the share of a 100k-event batch produce run's wall time spent outside the task bodies.
+
+Method: in this (warmed-up) process, run the produce flow on N events with stopwatches put
+around the pieces, without changing the pipeline's code. For the duration of the run only,
+the module globals the flow body looks up at call time are replaced in `flows.produce`:
+
+* `extract_chunk` and `produce_batch_task`: by a proxy that times each task **call** (what
+  the flow waits for: Prefect's task run creation, state changes and result handling plus
+  the body) around a copy of the same Task whose `fn` times the **body** alone;
+* `produce_pass`: timed as a whole (the loop that calls the tasks);
+
+and the flow itself is a copy of `produce_orders` whose `fn` times the **flow body**. The
+outer wall time is the call of that flow from this process until it returns.
+
+    prefect_overhead_share = (wall - sum(task bodies)) / wall          (the figure)
+
+and it splits exactly into
+    flow_orchestration  = wall - flow body                 (flow run set-up and tear-down)
+    flow_body_own       = flow body - task calls           (engine, migrate, producer, loop)
+    task_orchestration  = task calls - task bodies         (per task run)
+
+Everything is restored afterwards.
+"""
+
+from __future__ import annotations
+
+import copy
+import functools
+import time
+import types
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+
+from orderstream.bench.common import check_count, log, median, rounded, warm_up
+from orderstream.bench.data import copy_events, inventory_frames
+from orderstream.bench.env import BenchEnv
+
+GOAL_SHARE = 0.05
+
+
+@dataclass
+class Clock:
+    seconds: float = 0.0
+    calls: int = 0
+
+    def add(self, seconds: float) -> None:
+        self.seconds += seconds
+        self.calls += 1
+
+    def timed(self, fn: Callable) -> Callable:
+        """`fn` with a stopwatch, looking like `fn` to Prefect: same name, signature and
+        `__globals__` (Prefect resolves the string annotations of a flow's parameters there)."""
+        add = self.add
+
+        def wrapper(*args, perf_counter=time.perf_counter, **kwargs):  # no global look-ups inside
+            started = perf_counter()
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                add(perf_counter() - started)
+
+        rebound = types.FunctionType(wrapper.__code__, fn.__globals__, fn.__name__, None, wrapper.__closure__)
+        rebound.__kwdefaults__ = wrapper.__kwdefaults__
+        return functools.update_wrapper(rebound, fn)
+
+
+@dataclass
+class Clocks:
+    flow_body: Clock = field(default_factory=Clock)
+    passes: Clock = field(default_factory=Clock)
+    task_calls: Clock = field(default_factory=Clock)
+    task_bodies: Clock = field(default_factory=Clock)
+
+
+class _TimedTask:
+    """Stands in for a Task where the flow calls it: times the call, runs a timed-body copy."""
+
+    def __init__(self, task, clocks: Clocks) -> None:
+        self._task = copy.copy(task)
+        self._task.fn = clocks.task_bodies.timed(task.fn)
+        self._call = clocks.task_calls.timed(self._task.__call__)
+
+    def __call__(self, *args, **kwargs):
+        return self._call(*args, **kwargs)
+
+
+@contextmanager
+def instrumented() -> Iterator[tuple[Callable, Clocks]]:
+    """A timed copy of the produce flow, with the flow module's task globals timed meanwhile."""
+    import flows.produce as module
+
+    clocks = Clocks()
+    saved = {name: getattr(module, name) for name in ("extract_chunk", "produce_batch_task", "produce_pass")}
+    timed_flow = copy.copy(module.produce_orders)
+    timed_flow.fn = clocks.flow_body.timed(module.produce_orders.fn)
+    try:
+        module.extract_chunk = _TimedTask(saved["extract_chunk"], clocks)
+        module.produce_batch_task = _TimedTask(saved["produce_batch_task"], clocks)
+        module.produce_pass = clocks.passes.timed(saved["produce_pass"])
+        yield timed_flow, clocks
+    finally:
+        for name, value in saved.items():
+            setattr(module, name, value)
+
+
+@dataclass
+class P5Run:
+    events: int
+    wall_s: float
+    task_bodies_s: float
+    task_calls_s: float
+    flow_body_s: float
+    task_runs: int
+
+    @property
+    def share(self) -> float:
+        return (self.wall_s - self.task_bodies_s) / self.wall_s
+
+    def breakdown(self) -> dict[str, float]:
+        return {
+            "flow_orchestration_s": round(self.wall_s - self.flow_body_s, 3),
+            "flow_body_own_s": round(self.flow_body_s - self.task_calls_s, 3),
+            "task_orchestration_s": round(self.task_calls_s - self.task_bodies_s, 3),
+            "task_bodies_s": round(self.task_bodies_s, 3),
+        }
+
+
+def run_once(env: BenchEnv, events: int) -> P5Run:
+    with env.workspace("p5") as ws:
+        copy_events(ws.engine, inventory_frames(events))
+        with instrumented() as (flow, clocks):
+            started = time.perf_counter()
+            report = flow(ws.settings)
+            wall = time.perf_counter() - started
+    check_count("P5 produced", events, report.counts.produced_inventory)
+    run = P5Run(
+        events=events,
+        wall_s=wall,
+        task_bodies_s=clocks.task_bodies.seconds,
+        task_calls_s=clocks.task_calls.seconds,
+        flow_body_s=clocks.flow_body.seconds,
+        task_runs=clocks.task_bodies.calls,
+    )
+    log.info("P5 run: %.2f s wall, %.2f s in %d task bodies: overhead share %.3f", wall, run.task_bodies_s, run.task_runs, run.share)
+    return run
+
+
+def measure(env: BenchEnv, events: int, repeats: int) -> dict:
+    warm_up(env)
+    runs = [run_once(env, events) for _ in range(repeats)]
+    share = median(r.share for r in runs)
+    breakdown = {key: median(r.breakdown()[key] for r in runs) for key in runs[0].breakdown()}
+    return {
+        "prefect_overhead_share": rounded(share, 4),
+        "goal": f"prefect_overhead_share <= {GOAL_SHARE}",
+        "goal_met": share is not None and share <= GOAL_SHARE,
+        "events": events,
+        "wall_s": rounded(median(r.wall_s for r in runs), 3),
+        "task_runs": runs[0].task_runs,
+        **{k: rounded(v, 3) for k, v in breakdown.items()},
+        "prefect_only_share": rounded(
+            median((r.wall_s - r.flow_body_s + r.task_calls_s - r.task_bodies_s) / r.wall_s for r in runs), 4
+        ),
+        "repeats": len(runs),
+        "runs": [{**asdict(r), "share": round(r.share, 4)} for r in runs],
+    }
