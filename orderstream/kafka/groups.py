@@ -19,9 +19,12 @@ TIMEOUT_S = 15.0
 _COORDINATOR_RETRY_S = 30.0
 
 
-def retry_coordinator(call, what: str, timeout_s: float = _COORDINATOR_RETRY_S):
-    """`call()` retried with backoff while the group coordinator answers a transient error."""
+def retry_transient(call, what: str, timeout_s: float = _COORDINATOR_RETRY_S):
+    """`call()` retried with backoff while Kafka answers a transient error (a coordinator or
+    partition leader that is moving, as on a fresh or restarting broker)."""
     transient = {
+        KafkaError.NOT_LEADER_FOR_PARTITION,
+        KafkaError.LEADER_NOT_AVAILABLE,
         KafkaError.NOT_COORDINATOR,
         KafkaError.COORDINATOR_LOAD_IN_PROGRESS,
         KafkaError.COORDINATOR_NOT_AVAILABLE,
@@ -60,7 +63,7 @@ def group_committed(settings: Settings, group: str, topic: str, partitions: list
             metadata = consumer.list_topics(topic, timeout=TIMEOUT_S).topics.get(topic)
             partitions = sorted(metadata.partitions) if metadata is not None and metadata.error is None else []
         request = [TopicPartition(topic, p) for p in partitions]
-        tps = retry_coordinator(lambda: consumer.committed(request, timeout=TIMEOUT_S), f"offsets of {group}")
+        tps = retry_transient(lambda: consumer.committed(request, timeout=TIMEOUT_S), f"offsets of {group}")
         return {tp.partition: tp.offset for tp in tps if tp.offset >= 0}
     except KafkaException as exc:
         raise BrokerUnavailable(f"cannot read the offsets of group {group}: {exc.args[0].str()}") from None

@@ -6,7 +6,7 @@ from confluent_kafka import KafkaException, TopicPartition
 from confluent_kafka.admin import AdminClient, OffsetSpec
 
 from orderstream.errors import BrokerUnavailable
-from orderstream.kafka.groups import group_committed
+from orderstream.kafka.groups import group_committed, retry_transient
 from orderstream.settings import Settings
 
 
@@ -24,10 +24,12 @@ def end_offsets(admin: AdminClient, topic: str, timeout: float = 10.0, spec: Off
     if not partitions:
         return {}
     request = {TopicPartition(topic, p): spec or OffsetSpec.latest() for p in partitions}
-    result = {}
-    for tp, future in admin.list_offsets(request, request_timeout=timeout).items():
-        result[tp.partition] = future.result().offset
-    return result
+
+    def ask() -> dict[int, int]:
+        futures = admin.list_offsets(request, request_timeout=timeout)
+        return {tp.partition: future.result().offset for tp, future in futures.items()}
+
+    return retry_transient(ask, f"offsets of {topic}")
 
 
 def partition_lag(settings: Settings, group: str, topic: str, admin: AdminClient | None = None) -> dict[int, int]:

@@ -26,7 +26,7 @@ from confluent_kafka.admin import AdminClient, OffsetSpec
 
 from orderstream.errors import BrokerUnavailable, UserError
 from orderstream.kafka.lag import admin_client, end_offsets
-from orderstream.kafka.groups import group_committed, group_consumer, retry_coordinator
+from orderstream.kafka.groups import group_committed, group_consumer, retry_transient
 from orderstream.ops.common import run_logger
 from orderstream.settings import Settings
 
@@ -94,7 +94,7 @@ def active_members(admin: AdminClient, group: str) -> list[str]:
 def _commit(settings: Settings, group: str, offsets: list[TopicPartition]) -> None:
     consumer = group_consumer(settings, group)
     try:
-        result = retry_coordinator(
+        result = retry_transient(
             lambda: consumer.commit(offsets=offsets, asynchronous=False), f"commit offsets of {group}"
         )
     except KafkaException as exc:

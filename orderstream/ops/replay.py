@@ -49,7 +49,7 @@ from orderstream.consumers.messages import Envelope, Rejected, header_event_id
 from orderstream.consumers.runner import Handler
 from orderstream.db.models import ProcessedEvent
 from orderstream.errors import BrokerUnavailable, UserError
-from orderstream.kafka.groups import retry_coordinator
+from orderstream.kafka.groups import retry_transient
 from orderstream.ops.common import run_logger
 from orderstream.settings import Settings, dlq_topic
 
@@ -273,7 +273,7 @@ def _positions(consumer: Consumer, topic: str, from_beginning: bool) -> dict[int
     tps = [TopicPartition(topic, p) for p in sorted(metadata.partitions)]
     committed = {
         tp.partition: tp.offset
-        for tp in retry_coordinator(lambda: consumer.committed(tps, timeout=METADATA_TIMEOUT_S), f"offsets of {topic}")
+        for tp in retry_transient(lambda: consumer.committed(tps, timeout=METADATA_TIMEOUT_S), f"offsets of {topic}")
     }
     positions = {}
     for tp in tps:
@@ -419,7 +419,7 @@ def _commit(consumer: Consumer, topic: str, offsets: dict[int, int], report: Rep
     """The replay group's offsets, after the batch's database commit."""
     try:
         request = [TopicPartition(topic, p, o) for p, o in sorted(offsets.items())]
-        result = retry_coordinator(lambda: consumer.commit(offsets=request, asynchronous=False), "replay commit")
+        result = retry_transient(lambda: consumer.commit(offsets=request, asynchronous=False), "replay commit")
     except KafkaException as exc:
         report.commit_failures += 1
         log.warning("replay group offset commit failed (%s); a rerun skips what is resolved", exc)
