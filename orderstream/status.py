@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 
+from confluent_kafka import KafkaException
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
@@ -33,7 +34,7 @@ def broker_view(settings: Settings) -> tuple[dict[str, int] | None, dict[str, in
         }
         ends = {topic: sum(end_offsets(admin, topic).values()) for topic in settings.topics.values()}
         return lag, ends
-    except UserError as exc:
+    except (UserError, KafkaException) as exc:
         log.warning("consumer lag unknown: %s", exc)
         return None, None
 
