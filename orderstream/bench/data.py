@@ -21,6 +21,7 @@ from functools import cache
 
 import pandas as pd
 from confluent_kafka import Producer
+from psycopg import sql
 from sqlalchemy import Engine, func, select
 
 from orderstream.db.models import OrderEvent
@@ -79,6 +80,13 @@ def inventory_frames(count: int, chunk: int = CHUNK) -> Iterator[pd.DataFrame]:
         done += take
 
 
+def copy_statement(table: str, columns: tuple[str, ...]) -> sql.Composed:
+    """`COPY table (columns) FROM STDIN`, identifiers quoted by psycopg."""
+    return sql.SQL("COPY {} ({}) FROM STDIN").format(
+        sql.Identifier(table), sql.SQL(", ").join(sql.Identifier(c) for c in columns)
+    )
+
+
 def copy_events(engine: Engine, frames: Iterator[pd.DataFrame] | list[pd.DataFrame]) -> int:
     """Append events to the source repository with COPY, stored as insert_events stores them."""
     loaded_at = dt.datetime.now(dt.timezone.utc)
@@ -87,7 +95,7 @@ def copy_events(engine: Engine, frames: Iterator[pd.DataFrame] | list[pd.DataFra
     try:
         conn = raw.driver_connection
         with conn.cursor() as cursor:
-            with cursor.copy(f"COPY order_events ({', '.join(SOURCE_COLUMNS)}) FROM STDIN") as copy:
+            with cursor.copy(copy_statement("order_events", SOURCE_COLUMNS)) as copy:
                 for frame in frames:
                     for row in event_rows(frame):
                         copy.write_row([*(row.get(c) for c in EVENT_FIELDS), row.get("extra"), loaded_at])

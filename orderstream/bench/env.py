@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import psycopg
+from psycopg import sql
 from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka.admin import AdminClient, NewTopic
 from sqlalchemy import Engine
@@ -170,7 +171,7 @@ class BenchEnv:
         """A migrated schema and four pipeline topics of their own, dropped afterwards."""
         suffix = uuid.uuid4().hex[:10]
         schema = f"bench_{label}_{suffix}"
-        self._execute(f'CREATE SCHEMA "{schema}"')
+        self._execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(schema)))
         run_dir = self.base.home / "runs" / schema
         run_dir.mkdir(parents=True, exist_ok=True)
         settings = copy_settings(
@@ -199,12 +200,12 @@ class BenchEnv:
                 self.delete_topics(ws.extra_topics)
             except UserError as exc:
                 log.warning("could not delete the topics of %s: %s", schema, exc)
-            self._execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+            self._execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(schema)))
             shutil.rmtree(run_dir, ignore_errors=True)
 
     # -- helpers --------------------------------------------------------------------
 
-    def _execute(self, statement: str) -> None:
+    def _execute(self, statement: sql.Composable) -> None:
         with psycopg.connect(libpq_conninfo(self.base.database_url or ""), autocommit=True) as conn:
             conn.execute(statement)
 

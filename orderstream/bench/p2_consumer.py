@@ -26,7 +26,7 @@ from dataclasses import asdict, dataclass
 from sqlalchemy import func, select, text
 
 from orderstream.bench.common import check_count, log, median, rounded
-from orderstream.bench.data import load_stock, prefill_topic
+from orderstream.bench.data import copy_statement, load_stock, prefill_topic
 from orderstream.bench.env import BenchEnv, Workspace
 from orderstream.bench.kafka_tools import consumer_perf
 from orderstream.db.models import ProcessedEvent, Reservation
@@ -72,10 +72,6 @@ def _apply(ws: Workspace, events: int):
     return events / elapsed, stats, meter.split.as_dict() if meter.split else None
 
 
-def _quoted(columns: tuple[str, ...]) -> str:
-    return ", ".join(f'"{c}"' for c in columns)  # "offset" is a reserved word
-
-
 def _pg_raw(ws: Workspace, events: int) -> tuple[float, dict | None]:
     """COPY the apply's own rows into empty look-alike tables, one transaction."""
     with ws.engine.connect() as conn:
@@ -90,10 +86,10 @@ def _pg_raw(ws: Workspace, events: int) -> tuple[float, dict | None]:
         with ws.meter() as meter:
             started = time.perf_counter()
             with pg.cursor() as cursor:
-                with cursor.copy(f"COPY raw_ledger ({_quoted(LEDGER_COLUMNS)}) FROM STDIN") as copy:
+                with cursor.copy(copy_statement("raw_ledger", LEDGER_COLUMNS)) as copy:
                     for row in ledger:
                         copy.write_row(row)
-                with cursor.copy(f"COPY raw_reservations ({', '.join(RESERVATION_COLUMNS)}) FROM STDIN") as copy:
+                with cursor.copy(copy_statement("raw_reservations", RESERVATION_COLUMNS)) as copy:
                     for row in reservations:
                         copy.write_row(row)
             pg.commit()

@@ -139,11 +139,10 @@ def _spawn(ws: Workspace, name: str, args: list[str]) -> tuple[subprocess.Popen,
 
 
 def _stop(procs: dict[str, subprocess.Popen]) -> dict[str, int | None]:
-    """SIGTERM the consumers; SIGINT the producer: inside a flow run Prefect replaces the
-    SIGTERM handler with one that raises TerminationSignal, so only SIGINT stops it cleanly."""
-    for name, proc in procs.items():
+    """SIGTERM every process, as an operator would: each must finish its batch and exit 0."""
+    for proc in procs.values():
         if proc.poll() is None:
-            proc.send_signal(signal.SIGINT if name == "produce" else signal.SIGTERM)
+            proc.send_signal(signal.SIGTERM)
     codes: dict[str, int | None] = {}
     for name, proc in procs.items():
         try:

@@ -30,10 +30,13 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from sqlalchemy import func, select
+
 from orderstream.bench.common import check_count, log, median, rounded
 from orderstream.bench.cpu import descendants, read_stat
 from orderstream.bench.data import copy_events, inventory_frames, load_stock
 from orderstream.bench.env import BenchEnv, Workspace
+from orderstream.db.models import OrderEvent, ProcessedEvent
 from orderstream.errors import UserError
 
 GOAL_RATIO = 1.2
@@ -124,10 +127,10 @@ def run_once(env: BenchEnv, events: int) -> P4Run:
         environ = ws.subprocess_env()
         producer = run_measured(["produce"], environ, logs / "produce.log")
         _check_exit(ws, "produce", producer, logs / "produce.log")
-        check_count("P4 produced", events, _count(ws, "SELECT count(*) FROM order_events WHERE outcome = 'produced'"))
+        check_count("P4 produced", events, _count(ws, select(func.count()).where(OrderEvent.outcome == "produced")))
         consumer = run_measured(["consume", "inventory", "--drain"], environ, logs / "consume.log")
         _check_exit(ws, "consume", consumer, logs / "consume.log")
-        check_count("P4 applied", events, _count(ws, "SELECT count(*) FROM processed_events"))
+        check_count("P4 applied", events, _count(ws, select(func.count()).select_from(ProcessedEvent)))
     log.info(
         "P4 run, %d events: producer %.0f MB (%.0f s), consumer %.0f MB (%.0f s)",
         events, producer.self_mb, producer.seconds, consumer.self_mb, consumer.seconds,
@@ -135,11 +138,9 @@ def run_once(env: BenchEnv, events: int) -> P4Run:
     return P4Run(events, producer, consumer)
 
 
-def _count(ws: Workspace, sql: str) -> int:
-    from sqlalchemy import text
-
+def _count(ws: Workspace, query) -> int:
     with ws.engine.connect() as conn:
-        return int(conn.execute(text(sql)).scalar() or 0)
+        return int(conn.execute(query).scalar() or 0)
 
 
 def _check_exit(ws: Workspace, what: str, peak: PeakRss, log_file: Path) -> None:

@@ -219,10 +219,10 @@ def cpu_lines(result: dict) -> list[str]:
     for key, fields in (("P1", ("pipeline_cpu", "perf_test_cpu", "bare_cpu")), ("P2", ("apply_cpu", "perf_test_cpu", "pg_raw_cpu"))):
         runs = (result.get(key) or {}).get("runs") or []
         for name in fields:
-            splits = [r.get(name) for r in runs if r.get(name)]
+            splits = sorted((r.get(name) for r in runs if r.get(name)), key=lambda split: split["wall_s"])
             if not splits:
                 continue
-            s = splits[len(splits) // 2]
+            s = splits[len(splits) // 2]  # the repeat with the median wall time
             wall = s["wall_s"] or 1
 
             def share(k: str) -> str:
@@ -262,7 +262,13 @@ def write_results(result: dict, out_dir: Path = Path("bench")) -> Path:
         lines += [f"![P1 and P2 against Kafka's perf tools]({image.name})", ""]
     cpu = cpu_lines(result)
     if cpu:
-        lines += ["CPU split (cores busy per group over the run's wall time; median repeat):", "", *cpu, ""]
+        lines += [
+            "CPU split of each contender (CPU seconds per wall second, from /proc; the repeat with the median "
+            "wall time; `other` is everything else on the machine: other users, the kernel):",
+            "",
+            *cpu,
+            "",
+        ]
     if result.get("errors"):
         lines += ["Errors:", "", *[f"- {e}" for e in result["errors"]], ""]
     lines += ["How each figure is measured: see the docstrings of `orderstream/bench/p*_*.py`.", ""]
