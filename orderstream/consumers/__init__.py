@@ -1,7 +1,8 @@
 """The two consumers: `inventory_data_consumer` and `delivery_data_consumer`.
 
 `run_consumer` runs one group member in this process; `run_replicas` runs N of them as
-separate processes. Both honour SIGTERM/SIGINT: finish the batch, commit, close, return.
+separate processes. Both honour SIGTERM/SIGINT through `orderstream.lifecycle`: finish the
+batch, commit, close, return.
 """
 
 from __future__ import annotations
@@ -9,14 +10,13 @@ from __future__ import annotations
 import logging
 import multiprocessing
 import queue
-import signal
-import threading
 from collections.abc import Mapping
 from typing import Any, Literal
 
-from orderstream.consumers.runner import BatchConsumer, Handler, StopSignal, install_signal_handlers
+from orderstream.consumers.runner import BatchConsumer, Handler
 from orderstream.consumers.stats import ConsumerStats
 from orderstream.errors import UserError
+from orderstream.lifecycle import StopSignal, install_signal_handlers, stop_requested
 from orderstream.settings import Settings
 
 __all__ = [
@@ -63,15 +63,16 @@ def run_consumer(
 ) -> ConsumerStats:
     """Run one member of the role's consumer group until stopped (or caught up with `drain`).
 
-    `stop_event` (anything with `is_set()`) stops it from outside; SIGTERM/SIGINT do too
-    when called from the main thread. `client_config` overrides librdkafka settings.
+    `stop_event` (anything with `is_set()`) stops it from outside; so does the process's
+    `stop_requested` (SIGTERM/SIGINT; handlers are installed when called from the main
+    thread). `client_config` overrides librdkafka settings.
     """
     from orderstream.db.engine import make_engine
 
     handler = make_handler(settings, role)
     stats = ConsumerStats(role=role, group=settings.groups[role])
-    stop = StopSignal(stop_event)
-    restore = install_signal_handlers(stop)
+    stop = StopSignal(stop_requested, stop_event)
+    restore = install_signal_handlers()
     server = None
     try:
         if metrics_port is not None:
@@ -146,17 +147,17 @@ def run_replicas(
 ) -> list[ConsumerStats]:
     """Run `n` members of the group as separate processes (metrics on port + i) and wait.
 
-    SIGTERM/SIGINT stop every replica after its current batch. Raises `ReplicaFailed` if
-    any replica exited with an error.
+    SIGTERM/SIGINT (the process's `stop_requested`) stop every replica after its current
+    batch: the request is forwarded to their shared event. Raises `ReplicaFailed` if any
+    replica exited with an error.
     """
     if n < 1:
         raise UserError("--replicas must be at least 1")
     ctx = multiprocessing.get_context("spawn")
     stop = ctx.Event()
     results = ctx.Queue()
-    previous = {}
-    if threading.current_thread() is threading.main_thread():
-        previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGTERM, signal.SIGINT)}
+    restore = install_signal_handlers()
+    unforward = stop_requested.forward(stop)
     try:
         processes = [
             spawn_consumer(
@@ -179,8 +180,8 @@ def run_replicas(
         for p in processes:
             p.join()
     finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
+        unforward()
+        restore()
     failed = [(i, p.exitcode) for i, p in enumerate(processes) if p.exitcode != 0]
     if failed:
         raise ReplicaFailed(

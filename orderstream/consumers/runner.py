@@ -18,8 +18,6 @@ from __future__ import annotations
 import datetime as dt
 import gc
 import logging
-import signal
-import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Protocol
@@ -42,6 +40,7 @@ from orderstream.consumers.dlq import DeadLetterProducer, DeadLetterUnavailable
 from orderstream.consumers.messages import Envelope, Rejected, header_event_id
 from orderstream.consumers.stats import ConsumerStats
 from orderstream.errors import UserError
+from orderstream.lifecycle import StopSignal
 from orderstream.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -79,33 +78,6 @@ def _retryable(exc: BaseException) -> bool:
     if isinstance(exc, (OperationalError, sql.RetryBatch, DeadLetterUnavailable)):
         return True
     return isinstance(exc, DBAPIError) and exc.connection_invalidated
-
-
-class StopSignal:
-    """Set by SIGTERM/SIGINT or by an outside event (e.g. a replica supervisor's)."""
-
-    def __init__(self, outside=None) -> None:
-        self._local = threading.Event()
-        self._outside = outside
-
-    def set(self) -> None:
-        self._local.set()
-
-    @property
-    def signalled(self) -> bool:
-        return self._local.is_set()
-
-    def is_set(self) -> bool:
-        return self._local.is_set() or (self._outside is not None and self._outside.is_set())
-
-    def wait(self, timeout: float) -> bool:
-        deadline = time.monotonic() + timeout
-        while not self.is_set():
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                return False
-            self._local.wait(min(0.1, remaining))
-        return True
 
 
 class BatchConsumer:
@@ -386,29 +358,5 @@ def _batch_friendly_gc() -> Callable[[], None]:
     def restore() -> None:
         gc.set_threshold(*previous)
         gc.unfreeze()
-
-    return restore
-
-
-def install_signal_handlers(stop: StopSignal) -> Callable[[], None]:
-    """SIGTERM/SIGINT finish the current batch and stop; a second one interrupts at once.
-
-    Returns a function that restores the previous handlers. Outside the main thread
-    (where Python cannot install handlers) it does nothing.
-    """
-    if threading.current_thread() is not threading.main_thread():
-        return lambda: None
-
-    def handle(signum, _frame) -> None:
-        if stop.signalled:
-            raise KeyboardInterrupt
-        log.info("signal %d: finishing the current batch, then stopping", signum)
-        stop.set()
-
-    previous = {sig: signal.signal(sig, handle) for sig in (signal.SIGTERM, signal.SIGINT)}
-
-    def restore() -> None:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
 
     return restore
