@@ -7,9 +7,9 @@ index named `_row` so that every failing row is known even when its event_id is 
 
 Each expectation carries its human reason in `meta["reason"]` (and the contract field it
 guards in `meta["field"]`); reasons are unique, so a row's list of reasons says exactly which
-rules it broke. Type-specific rules use a `row_condition` on `type`, written as a GX Condition
-object: the string form with `condition_parser="pandas"` is deprecated since GX 1.9 and runs
-the same `DataFrame.query` underneath.
+rules it broke. A type-specific rule names its type in `meta["applies_to"]` and is run on that
+type's rows only (`suite_parts`), not through a GX row condition: that makes GX filter the
+whole batch again for each such rule, a quarter of the validation time.
 
 Great Expectations is imported only where the suite is built: importing it takes seconds.
 """
@@ -76,14 +76,14 @@ def country_codes() -> tuple[str, ...]:
     return tuple(line.split()[0] for line in lines if line.strip() and not line.startswith("#"))
 
 
-def _meta(field: str, reason: str) -> dict:
-    return {"field": field, "reason": reason}
+def _meta(field: str, reason: str, applies_to: str | None = None) -> dict:
+    meta = {"field": field, "reason": reason}
+    return meta if applies_to is None else {**meta, "applies_to": applies_to}
 
 
-def _of_type(event_type: str):
-    from great_expectations.expectations.row_conditions import Column
-
-    return Column("type") == event_type
+def applies_to(expectation: Expectation) -> str | None:
+    """The event type whose rows the rule judges; None: every row."""
+    return (expectation.meta or {}).get("applies_to")
 
 
 def _required(field: str, event_type: str | None = None) -> Expectation:
@@ -93,9 +93,7 @@ def _required(field: str, event_type: str | None = None) -> Expectation:
     if event_type is None:
         return gxe.ExpectColumnValuesToNotBeNull(column=field, meta=_meta(field, f"{field} is required"))
     return gxe.ExpectColumnValuesToNotBeNull(
-        column=field,
-        row_condition=_of_type(event_type),
-        meta=_meta(field, f"{field} is required for {event_type}"),
+        column=field, meta=_meta(field, f"{field} is required for {event_type}", event_type)
     )
 
 
@@ -142,13 +140,12 @@ def configure_inventory_expectations() -> list[Expectation]:
         _required("sku", "inventory"),
         _required("quantity", "inventory"),
         gxe.ExpectColumnValuesToMatchRegex(
-            column="quantity", regex=INTEGER_REGEX, row_condition=_of_type("inventory"),
-            meta=_meta("quantity", "quantity must be an integer"),
+            column="quantity", regex=INTEGER_REGEX,
+            meta=_meta("quantity", "quantity must be an integer", "inventory"),
         ),
         gxe.ExpectColumnValuesToBeBetween(
             column=QUANTITY_NUMBER, min_value=QUANTITY_MIN, max_value=QUANTITY_MAX,
-            row_condition=_of_type("inventory"),
-            meta=_meta("quantity", f"quantity must be between {QUANTITY_MIN} and {QUANTITY_MAX}"),
+            meta=_meta("quantity", f"quantity must be between {QUANTITY_MIN} and {QUANTITY_MAX}", "inventory"),
         ),
     ]
 
@@ -160,20 +157,20 @@ def configure_delivery_expectations() -> list[Expectation]:
     return [
         _required("customer_email", "delivery"),
         gxe.ExpectColumnValuesToMatchRegex(
-            column="customer_email", regex=EMAIL_REGEX, row_condition=_of_type("delivery"),
-            meta=_meta("customer_email", "customer_email must be a valid email address"),
+            column="customer_email", regex=EMAIL_REGEX,
+            meta=_meta("customer_email", "customer_email must be a valid email address", "delivery"),
         ),
         _required("address_line", "delivery"),
         _required("city", "delivery"),
         _required("postal_code", "delivery"),
         _required("country", "delivery"),
         gxe.ExpectColumnValuesToBeInSet(
-            column="country", value_set=list(country_codes()), row_condition=_of_type("delivery"),
-            meta=_meta("country", "country must be an ISO 3166-1 alpha-2 code"),
+            column="country", value_set=list(country_codes()),
+            meta=_meta("country", "country must be an ISO 3166-1 alpha-2 code", "delivery"),
         ),
         gxe.ExpectColumnValuesToBeInSet(
-            column="status", value_set=list(STATUSES), row_condition=_of_type("delivery"),
-            meta=_meta("status", f"status must be one of {', '.join(STATUSES)}"),
+            column="status", value_set=list(STATUSES),
+            meta=_meta("status", f"status must be one of {', '.join(STATUSES)}", "delivery"),
         ),
     ]
 
@@ -190,6 +187,20 @@ def build_order_events_suite() -> gx.ExpectationSuite:
             *configure_delivery_expectations(),
         ],
     )
+
+
+def suite_parts() -> list[tuple[str | None, gx.ExpectationSuite]]:
+    """The suite split by `applies_to`, in suite order: (None, the rules for every row), then
+    one part per event type; each part is a suite of its own, named after the whole."""
+    import great_expectations as gx
+
+    parts: dict[str | None, list[Expectation]] = {}
+    for expectation in build_order_events_suite().expectations:
+        parts.setdefault(applies_to(expectation), []).append(expectation)
+    return [
+        (event_type, gx.ExpectationSuite(name=f"{SUITE_NAME}.{event_type or 'all'}", expectations=rules))
+        for event_type, rules in parts.items()
+    ]
 
 
 def configure_order_events(context) -> gx.ExpectationSuite:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import sys
 from enum import Enum
 from pathlib import Path
@@ -14,6 +13,7 @@ import typer
 from orderstream.console import console, progress
 from orderstream.errors import UserError
 from orderstream.preflight import check_all, check_database
+from orderstream.prefect_runs import local_flow_runs, prepare_prefect
 from orderstream.settings import KAFKA_VERSION, Settings
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False, help="Real-time order pipeline on Apache Kafka.")
@@ -43,15 +43,6 @@ def client_settings(principal: str) -> Settings:
     if s.kafka_bootstrap_servers is None and local.status(s).secure:
         return secure.secure_client_settings(s, principal)
     return s
-
-
-def prepare_prefect(home: Path) -> None:
-    """Keep Prefect's state in the home and its temporary server quiet (set before import)."""
-    os.environ.setdefault("PREFECT_HOME", str(home / "prefect"))
-    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-    os.environ.setdefault("PREFECT_SERVER_LOGGING_LEVEL", "CRITICAL")
-    # The temporary API server can take a while to come up on a busy 2-core machine.
-    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
 
 
 @app.callback()
@@ -176,7 +167,7 @@ def produce(
     install_signal_handlers()
     s = client_settings(PRODUCER)
     check_all(s)
-    with progress("producing", None) as advance:
+    with progress("producing", None) as advance, local_flow_runs():
         report = produce_orders(s, continuous=continuous, chunk_size=chunk_size, duration_s=duration,
                                 metrics_port=metrics_port, on_progress=advance)
     c = report.counts
@@ -216,7 +207,8 @@ def reconcile() -> None:
 
     s = client_settings(ADMIN)
     check_database(s)
-    result = reconcile_pipeline(s)
+    with local_flow_runs():
+        result = reconcile_pipeline(s)
     typer.echo(orjson.dumps(result.as_dict(), option=orjson.OPT_INDENT_2).decode())
     raise typer.Exit(0 if result.ok else 1)
 
@@ -226,7 +218,8 @@ def notify(limit: Annotated[int | None, typer.Option(help="send at most this man
     """Send every queued customer notification once (SMTP_URL, else .eml files)."""
     from flows.notify import notify_customers
 
-    report = notify_customers(limit=limit)
+    with local_flow_runs():
+        report = notify_customers(limit=limit)
     typer.echo(f"sent {report.sent}, failed {report.failed}, deferred {report.deferred}")
     for message_id, reason in report.failures[:10]:
         typer.echo(f"  {message_id}: {reason}", err=True)
@@ -241,7 +234,8 @@ def run() -> None:
 
     s = client_settings(ADMIN)
     check_all(s)
-    outcome = run_pipeline(s)
+    with local_flow_runs():
+        outcome = run_pipeline(s)
     print_summary(outcome)
     raise typer.Exit(0 if outcome.reconciliation.ok else 1)
 

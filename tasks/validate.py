@@ -1,7 +1,9 @@
 """Validate a batch of source events with the `order_events` suite and split it into valid and rejected rows.
 
 The GX context is ephemeral and built once per process: building it (and the suite) per batch
-would cost more than validating 20k rows. Failing rows are found by the positional `_row` index
+would cost more than validating 20k rows. Each part of the suite (`suite_parts`: the rules for
+every row, then those of one event type) runs on its rows only; the parts' results are merged
+back into one result of the whole `order_events` suite. Failing rows are found by the positional `_row` index
 of the prepared frame, never by event_id, so a row whose event_id is null or too long is still
 rejected with its reasons.
 """
@@ -20,7 +22,7 @@ from urllib.request import url2pathname
 import numpy as np
 import pandas as pd
 
-from expectations.order_events import ROW, SUITE_NAME, configure_order_events, prepare
+from expectations.order_events import ROW, SUITE_NAME, configure_order_events, prepare, suite_parts
 
 # COMPLETE lists every failing row. With the positional index named `_row` and
 # exclude_unexpected_values, GX returns the positions as one plain list; asking for the values
@@ -70,14 +72,14 @@ class ValidationOutcome:
 
 @dataclass(frozen=True)
 class _Validator:
-    suite: Any
+    parts: list[tuple[str | None, Any]]  # (event type, or None for every row; its suite), in suite order
     batch_definition: Any
     lock: threading.Lock
 
 
 @cache
 def _validator() -> _Validator:
-    """The process-wide ephemeral GX context with the suite and a whole-dataframe batch definition."""
+    """The process-wide ephemeral GX context with the suite's parts and a whole-dataframe batch definition."""
     import great_expectations as gx
     from great_expectations.data_context.types.base import (
         DataContextConfig,
@@ -93,17 +95,42 @@ def _validator() -> _Validator:
             progress_bars=ProgressBarsConfig(globally=False),
         ),
     )
-    suite = configure_order_events(context)
+    parts = [(event_type, context.suites.add(suite)) for event_type, suite in suite_parts()]
     asset = context.data_sources.add_pandas("orderstream").add_dataframe_asset("order_events")
     # The lock: one GX execution engine serves every batch, and it keeps the active batch as state.
-    return _Validator(suite, asset.add_batch_definition_whole_dataframe("batch"), threading.Lock())
+    return _Validator(parts, asset.add_batch_definition_whole_dataframe("batch"), threading.Lock())
 
 
-def _run_suite(frame: pd.DataFrame):
+def _run_suite(frame: pd.DataFrame) -> tuple[Any, list[Any]]:
+    """The whole suite's result on `frame`, and the rules not run because no row is of their type."""
+    from great_expectations.core.expectation_validation_result import ExpectationSuiteValidationResult
+    from great_expectations.validator.validator import calc_validation_statistics
+
     validator = _validator()
+    parts, not_run = [], []
     with validator.lock:
-        batch = validator.batch_definition.get_batch(batch_parameters={"dataframe": frame})
-        return batch.validate(validator.suite, result_format=RESULT_FORMAT)
+        for event_type, suite in validator.parts:
+            rows = frame if event_type is None else frame[frame["type"] == event_type]
+            if rows.empty:
+                not_run.extend(suite.expectations)
+                continue
+            batch = validator.batch_definition.get_batch(batch_parameters={"dataframe": rows})
+            parts.append(batch.validate(suite, result_format=RESULT_FORMAT))
+    results = [one for part in parts for one in part.results]
+    statistics = calc_validation_statistics(results)
+    merged = ExpectationSuiteValidationResult(
+        success=statistics.success,
+        results=results,
+        suite_name=SUITE_NAME,
+        statistics={
+            "evaluated_expectations": statistics.evaluated_expectations,
+            "successful_expectations": statistics.successful_expectations,
+            "unsuccessful_expectations": statistics.unsuccessful_expectations,
+            "success_percent": statistics.success_percent,
+        },
+        meta=dict(parts[0].meta) if parts else {},  # the first part is the whole batch
+    )
+    return merged, not_run
 
 
 def _failing_rows(result: dict) -> list[int]:
@@ -123,9 +150,12 @@ def _exception(info: dict | None) -> str | None:
     return None
 
 
-def _read(suite_result) -> tuple[list[ExpectationStat], list[tuple[list[int], str]]]:
+def _read(suite_result, not_run: list) -> tuple[list[ExpectationStat], list[tuple[list[int], str]]]:
     """Per expectation: its stat, and the positions of the rows it failed with its reason."""
-    stats: list[ExpectationStat] = []
+    stats = [
+        ExpectationStat(expectation.expectation_type, expectation.meta["field"], expectation.meta["reason"], 0, 0, True)
+        for expectation in not_run
+    ]
     failures: list[tuple[list[int], str]] = []
     for one in suite_result.results:
         config = one.expectation_config
@@ -178,8 +208,8 @@ def validate_events(
     """
     batch_id = batch_id or datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S%fZ")
     frame = prepare(df)
-    suite_result = _run_suite(frame)
-    stats, failures = _read(suite_result)
+    suite_result, not_run = _run_suite(frame)
+    stats, failures = _read(suite_result, not_run)
     rows, reasons = _reasons_by_row(failures)
     failed = np.zeros(len(df), dtype=bool)
     failed[rows] = True

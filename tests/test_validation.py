@@ -256,7 +256,7 @@ def test_an_expectation_gx_could_not_evaluate_fails_the_batch(monkeypatch) -> No
     real = validate_module.prepare
     monkeypatch.setattr(validate_module, "prepare", lambda df: real(df).drop(columns=["city"]))
     with pytest.raises(validate_module.ValidationFailed, match="city is required for delivery"):
-        validate_events(frame(INVENTORY))
+        validate_events(frame(INVENTORY, DELIVERY))
 
 
 def test_the_gx_context_is_built_once_per_process() -> None:

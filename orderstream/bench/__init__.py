@@ -100,12 +100,14 @@ def run_bench(
     `duration_s` and `errors` (a list, empty when every measurement ran).
     """
     from orderstream.bench.env import BenchEnv
+    from orderstream.prefect_runs import local_flow_runs
     from orderstream.settings import KAFKA_VERSION
 
     config = config or (QUICK if quick else FULL)
     started = time.monotonic()
     date = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
-    with BenchEnv.start(home) as env:
+    # In-process flow runs as the CLI makes them (subprocesses are the CLI itself).
+    with BenchEnv.start(home) as env, local_flow_runs():
         measured = run_measurements(env, config, repeats, only)
         machine = machine_facts(env.postgres_version())
     return {
