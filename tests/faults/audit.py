@@ -189,9 +189,10 @@ def load_stock(engine, on_hand: int = 1_000_000) -> None:
 
 
 class Pipeline:
-    """A continuous producer and both consumers, each in a thread of this process, recording errors."""
+    """A continuous producer and the consumers of `roles` (default both), each in a thread of this
+    process, recording errors."""
 
-    def __init__(self, settings: Settings, duration_s: float, chunk_size: int = 200):
+    def __init__(self, settings: Settings, duration_s: float, chunk_size: int = 200, roles: tuple[str, ...] = ROLES):
         import threading
 
         self.settings = settings
@@ -199,7 +200,7 @@ class Pipeline:
         self.errors: list[BaseException] = []
         self.threads = [threading.Thread(target=self._guard, args=(self._produce, duration_s, chunk_size), name="producer")]
         self.threads += [threading.Thread(target=self._guard, args=(self._consume, role), name=f"{role}-consumer")
-                         for role in ROLES]
+                         for role in roles]
 
     def _guard(self, fn, *args) -> None:
         try:
