@@ -60,23 +60,12 @@ class ServeInterrupted(UserError):
 
 def settings_env(settings: Settings) -> dict[str, str]:
     """The settings as environment variables, for the worker's flow runs (which build `Settings()`)."""
-    env: dict[str, str] = {}
-    for name, value in settings.model_dump().items():
-        if value is None:
-            continue
-        if hasattr(value, "get_secret_value"):
-            value = value.get_secret_value()
-        env[name.upper()] = str(value)
-    env["ORDERSTREAM_HOME"] = str(settings.home)
-    return env
+    return settings.as_env()
 
 
 def prefect_env(settings: Settings, api_url: str, base: Mapping[str, str] | None = None) -> dict[str, str]:
     """Environment of the Prefect children: this process's, the settings, and Prefect's own home."""
-    env = dict(os.environ if base is None else base)
-    for name in Settings.model_fields:
-        env.pop(name.upper(), None)  # a None setting must not come back from this process's environment
-    env.update(settings_env(settings))
+    env = settings.subprocess_env(base)  # a None setting must not come back from this process's environment
     env.update(
         PREFECT_HOME=str(settings.home / "prefect"),
         PREFECT_API_URL=api_url,

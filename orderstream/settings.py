@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+from collections.abc import Mapping
 from functools import cached_property
 from pathlib import Path
 from typing import Literal
@@ -86,6 +88,35 @@ class Settings(BaseSettings):
     @property
     def gx_dir(self) -> Path:
         return self.home / "gx"
+
+    def as_env(self) -> dict[str, str]:
+        """These settings as the environment variables that rebuild them (`Settings()` in a child).
+
+        Every field that is not None, by its variable name, secrets in the clear (for a child
+        process's environment only; never log it); ORDERSTREAM_HOME resolved.
+        """
+        env: dict[str, str] = {}
+        for name, value in self.model_dump().items():
+            if value is None:
+                continue
+            if isinstance(value, SecretStr):
+                value = value.get_secret_value()
+            env[name.upper()] = str(value)
+        env["ORDERSTREAM_HOME"] = str(self.home)
+        return env
+
+    def subprocess_env(self, base: Mapping[str, str] | None = None, **extra: str) -> dict[str, str]:
+        """The whole environment of an `orderstream` child process working with these settings.
+
+        `base` (default: this process's environment) without any setting's variable, so a
+        setting that is None here cannot come back from it; then `as_env()`, then `extra`.
+        """
+        env = dict(os.environ if base is None else base)
+        for name in type(self).model_fields:
+            env.pop(name.upper(), None)
+        env.update(self.as_env())
+        env.update(extra)
+        return env
 
     def kafka_client_config(self) -> dict:
         """librdkafka connection settings shared by every client."""

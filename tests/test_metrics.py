@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
-import urllib.request
 
 import orjson
 import pytest
@@ -18,33 +15,9 @@ from confluent_kafka.admin import AdminClient
 from orderstream.consumers import run_consumer
 from orderstream.db.engine import session_factory
 from orderstream.source.repository import insert_stock
-from tests.helpers import wait_until
+from tests.helpers import free_port, orderstream_env, sample, scrape, wait_until
 
 pytestmark = pytest.mark.integration
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def scrape(port: int) -> str:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
-            return response.read().decode()
-    except OSError:
-        return ""
-
-
-def sample(text: str, name: str, **labels: str) -> float | None:
-    wanted = ",".join(f'{k}="{v}"' for k, v in labels.items())
-    for line in text.splitlines():
-        if line.startswith(name + "{") and all(f'{k}="{v}"' in line for k, v in labels.items()):
-            return float(line.rsplit(" ", 1)[1])
-        if not wanted and line.startswith(name + " "):
-            return float(line.rsplit(" ", 1)[1])
-    return None
 
 
 def send_inventory(settings, n: int, sku: str = "SKU-1") -> None:
@@ -88,12 +61,8 @@ def test_metrics_count_processed_messages_and_report_lag(settings, engine):
 
 def test_replicas_are_separate_group_members_with_their_own_metrics(settings, engine):
     port = free_port()
-    env = {**os.environ, "ORDERSTREAM_HOME": str(settings.home), "DATABASE_URL": settings.db_url,
-           "KAFKA_BOOTSTRAP_SERVERS": settings.kafka_client_config()["bootstrap.servers"],
-           "INVENTORY_TOPIC": settings.inventory_topic, "INVENTORY_GROUP": settings.inventory_group,
-           "TOPIC_PARTITIONS": str(settings.topic_partitions)}
     proc = subprocess.Popen([sys.executable, "-m", "orderstream", "consume", "inventory", "--replicas", "3",
-                             "--metrics-port", str(port)], env=env,
+                             "--metrics-port", str(port)], env=orderstream_env(settings),
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
         admin = AdminClient(settings.kafka_client_config())

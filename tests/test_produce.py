@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import random
 import signal
 import subprocess
@@ -14,7 +13,6 @@ import uuid
 import orjson
 import pandas as pd
 import pytest
-from prefect.settings import PREFECT_API_URL
 from sqlalchemy import func, select
 
 from flows.produce import produce_orders
@@ -22,7 +20,7 @@ from orderstream.db.engine import session_factory
 from orderstream.db.models import OrderEvent, ProducerBatch, Quarantine
 from orderstream.errors import BrokerUnavailable
 from orderstream.source.repository import insert_events
-from tests.helpers import wait_until
+from tests.helpers import orderstream_env, wait_until
 from tests.topics import read_topic
 
 pytestmark = pytest.mark.integration
@@ -151,10 +149,7 @@ def test_kill_9_mid_batch_loses_no_event(settings, engine):
     """Kill the producer at random moments, repeatedly; a final pass leaves nothing unproduced."""
     load(engine, [inventory(f"k{i}", f"o{i % 97}") for i in range(10_000)])
     settings.home.mkdir(parents=True, exist_ok=True)
-    env = {**os.environ, "ORDERSTREAM_HOME": str(settings.home), "DATABASE_URL": settings.db_url,
-           "KAFKA_BOOTSTRAP_SERVERS": settings.kafka_client_config()["bootstrap.servers"],
-           "INVENTORY_TOPIC": settings.inventory_topic, "DELIVERY_TOPIC": settings.delivery_topic,
-           "PRODUCE_CHUNK_SIZE": "1000", "PREFECT_API_URL": PREFECT_API_URL.value()}  # the session's Prefect API
+    env = orderstream_env(settings.model_copy(update={"produce_chunk_size": 1000}))
     rng = random.Random(3)
 
     def produced_rows() -> int:
