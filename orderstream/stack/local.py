@@ -637,9 +637,17 @@ def _stop(settings: Settings, node_ids: list[int], hard: bool) -> bool:
 
 
 def _wait_until_answering(settings: Settings, layout: Layout, started: list[int]) -> None:
-    """Wait until every node is registered with the cluster; fail fast if a started one dies."""
+    """Wait until every running node (the started ones included) is registered with the cluster;
+    fail fast if a started one dies.
+
+    Nodes that are down are not waited for: with 2 of 3 down, the first one brought back
+    restores the quorum and registers on its own, before the other is started.
+    """
     deadline = time.monotonic() + START_DEADLINE_S
-    expected = {node.node_id for node in layout.nodes}
+    expected = {
+        node.node_id for node in layout.nodes
+        if node.node_id in started or _running_pid(settings, node.node_id) is not None
+    }
     admin = None
     while True:
         for node_id in started:
