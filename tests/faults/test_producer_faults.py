@@ -5,9 +5,8 @@ small chunks (100 rows), so a signal lands inside a chunk: while it is validated
 messages are in flight, between the broker's acknowledgement and the progress commit, or in the
 commit. More events are appended each cycle so there is always a backlog to be caught in.
 
-Scaled down for a 2-core box (each producer start costs seconds of Prefect start-up): the issue
-asks for 20 of each; we run FAULT_PRODUCER_KILLS (default 5) of each, on PostgreSQL only, with
-EVENTS_PER_CYCLE new events appended per cycle.
+Full size: 20 of each signal (FAULT_PRODUCER_KILLS to scale it down), on PostgreSQL only (each
+producer start costs seconds of Prefect start-up), with EVENTS_PER_CYCLE new events per cycle.
 """
 
 from __future__ import annotations
@@ -36,7 +35,7 @@ from tests.topics import read_topic
 pytestmark = pytest.mark.fault
 
 NOW = "2026-11-25T10:00:00+00:00"
-KILLS = int(os.environ.get("FAULT_PRODUCER_KILLS", "5"))  # of each signal, per database
+KILLS = int(os.environ.get("FAULT_PRODUCER_KILLS", "20"))  # of each signal, per database
 EVENTS_PER_CYCLE = 800
 CHUNK = 100
 SKUS = [f"SKU-{i:02d}" for i in range(20)]
