@@ -1,11 +1,19 @@
-"""The produce flow: extract -> validate (GX) -> filter and produce -> commit progress."""
+"""The produce flow: extract -> validate (GX) -> filter and produce -> commit progress.
+
+A pass works chunk by chunk with two chunks in hand: while this thread extracts, validates
+and sends chunk N+1, a second one awaits chunk N's acknowledgements and commits its progress.
+The broker and the database do their part of N while Python works on N+1; progress still
+moves only after the broker acknowledged, and at most two chunks are held in memory.
+"""
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 import uuid
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 
 import pandas as pd
@@ -18,13 +26,13 @@ from orderstream import metrics
 from orderstream.db.engine import make_engine, migrate, session_factory
 from orderstream.db.locks import run_lock
 from orderstream.errors import UserError
-from orderstream.kafka.producer import OrderProducer
+from orderstream.kafka.producer import DeliveryReport, OrderProducer
 from orderstream.lifecycle import install_signal_handlers, stop_requested
 from orderstream.settings import Settings
 from tasks.extract import count_pending, extract_chunk, read_pending
 from tasks.produce import delivery_orders_producer, inventory_orders_producer
 from tasks.progress import BatchCounts, commit_batch
-from tasks.validate import publish_validation_artifact, validate_events
+from tasks.validate import ValidationOutcome, publish_validation_artifact, validate_events
 
 ROUTED = ("inventory", "delivery")
 
@@ -58,60 +66,79 @@ def _logger() -> logging.Logger | logging.LoggerAdapter:
         return logging.getLogger("orderstream.produce")
 
 
-def produce_batch(
-    frame: pd.DataFrame, settings: Settings, producer: OrderProducer, sessions: sessionmaker[Session], *, artifacts: bool
-) -> tuple[BatchCounts, dict[str, int]]:
-    """Validate one chunk, send its valid routed rows, and commit once all are acknowledged."""
-    log = _logger()
+@dataclass
+class SentBatch:
+    """A chunk validated and handed to the producer, its messages awaiting acknowledgement."""
+
+    batch_id: str
+    extracted: int
+    outcome: ValidationOutcome
+    sent: list[pd.DataFrame]  # the rows sent, per routed type
+    other: pd.DataFrame  # valid rows of other types: skipped
+    delivery: DeliveryReport
+    started: float
+
+
+def send_batch(frame: pd.DataFrame, settings: Settings, producer: OrderProducer) -> SentBatch:
+    """Validate one chunk and send its valid routed rows; nothing is committed yet."""
     started = time.perf_counter()
     batch_id = uuid.uuid4().hex
     outcome = validate_events(frame, docs_dir=settings.gx_dir, batch_id=batch_id)
-    valid, rejected = outcome.valid, outcome.rejected
+    delivery = DeliveryReport()
     sent = [
-        inventory_orders_producer(valid, producer, settings.inventory_topic),
-        delivery_orders_producer(valid, producer, settings.delivery_topic),
+        inventory_orders_producer(outcome.valid, producer, delivery, settings.inventory_topic),
+        delivery_orders_producer(outcome.valid, producer, delivery, settings.delivery_topic),
     ]
-    other = valid[~valid["type"].isin(ROUTED)]
-    report = producer.wait_for_acks(settings.message_timeout_ms / 1000 + 30)
+    other = outcome.valid[~outcome.valid["type"].isin(ROUTED)]
+    return SentBatch(batch_id, len(frame), outcome, sent, other, delivery, started)
+
+
+def finish_batch(
+    batch: SentBatch, settings: Settings, producer: OrderProducer, sessions: sessionmaker[Session], *, artifacts: bool
+) -> tuple[BatchCounts, dict[str, int]]:
+    """Await the chunk's acknowledgements, then commit the outcome of every row in one transaction."""
+    log = _logger()
+    report = producer.await_delivery(batch.delivery, settings.message_timeout_ms / 1000 + 30)
     unknown = any(event_id == "" for event_id, _ in report.failed)
     failed = report.failed_ids
+    rejected = batch.outcome.rejected
     produced_ids: list[int] = []
-    counts = BatchCounts(extracted=len(frame), skipped_other=len(other), quarantined=len(rejected))
-    for event_type, rows in zip(ROUTED, sent):
+    counts = BatchCounts(extracted=batch.extracted, skipped_other=len(batch.other), quarantined=len(rejected))
+    for event_type, rows in zip(ROUTED, batch.sent):
         # Rows of a failed message stay pending; if the broker left some unanswered we
         # cannot tell which, so the whole batch stays pending and is re-sent.
         ok = rows.iloc[0:0] if unknown else rows[~rows["event_id"].isin(failed)]
         produced_ids.extend(int(i) for i in ok["id"])
         setattr(counts, f"produced_{event_type}", len(ok))
-    counts.unacknowledged = sum(len(rows) for rows in sent) - len(produced_ids)
+    counts.unacknowledged = sum(len(rows) for rows in batch.sent) - len(produced_ids)
     with sessions.begin() as session:
         commit_batch(
             session,
-            batch_id,
+            batch.batch_id,
             produced_ids=produced_ids,
-            skipped_ids=[int(i) for i in other["id"]],
+            skipped_ids=[int(i) for i in batch.other["id"]],
             rejected=rejected,
             counts=counts,
-            validation=outcome.summary(),
+            validation=batch.outcome.summary(),
         )
     reasons: dict[str, int] = {}
     for row_reasons in rejected.get("reasons", []):
         for reason in row_reasons:
             reasons[reason] = reasons.get(reason, 0) + 1
-    record_metrics(settings, counts, reasons, time.perf_counter() - started)
+    record_metrics(settings, counts, reasons, time.perf_counter() - batch.started)
     log.info(
         "batch %s: %d extracted, %d -> %s, %d -> %s, %d other skipped, %d quarantined, %d unacknowledged",
-        batch_id, counts.extracted, counts.produced_inventory, settings.inventory_topic,
+        batch.batch_id, counts.extracted, counts.produced_inventory, settings.inventory_topic,
         counts.produced_delivery, settings.delivery_topic, counts.skipped_other, counts.quarantined,
         counts.unacknowledged,
     )
-    if len(rejected) and len(rejected) == len(frame):
-        log.warning("batch %s: every one of its %d rows failed validation", batch_id, len(frame))
+    if len(rejected) and len(rejected) == batch.extracted:
+        log.warning("batch %s: every one of its %d rows failed validation", batch.batch_id, batch.extracted)
     if artifacts:
-        publish_validation_artifact(outcome, batch_id)
+        publish_validation_artifact(batch.outcome, batch.batch_id)
     if counts.unacknowledged:
         sample = "; ".join(f"{e or '?'}: {err}" for e, err in report.failed[:3])
-        log.error("batch %s: %d messages not acknowledged (%s); they stay pending", batch_id, counts.unacknowledged, sample)
+        log.error("batch %s: %d messages not acknowledged (%s); they stay pending", batch.batch_id, counts.unacknowledged, sample)
     return counts, reasons
 
 
@@ -126,7 +153,8 @@ def record_metrics(settings: Settings, counts: BatchCounts, reasons: dict[str, i
     metrics.producer_batch_seconds.observe(seconds)
 
 
-produce_batch_task = task(produce_batch, name="produce_batch", cache_policy=NO_CACHE)
+send_batch_task = task(send_batch, name="send_batch", cache_policy=NO_CACHE)
+finish_batch_task = task(finish_batch, name="finish_batch", cache_policy=NO_CACHE)
 
 
 def produce_pass(
@@ -138,21 +166,36 @@ def produce_pass(
     as_tasks: bool,
     on_progress: Callable[[int], None] | None = None,
 ) -> PassReport:
-    """One pass over everything pending, chunk by chunk; memory is bounded by chunk_size."""
+    """One pass over everything pending, chunk by chunk, the previous chunk finishing in a
+    second thread (see the module docstring); memory is bounded by two chunks."""
     report = PassReport()
     extract = extract_chunk if as_tasks else read_pending
-    batch = produce_batch_task if as_tasks else produce_batch
-    after_id = 0
-    while not stop_requested.is_set():
-        with sessions() as session:
-            frame = extract(session, after_id, chunk_size)
-        if frame.empty:
-            break
-        after_id = int(frame["id"].iloc[-1])
-        counts, reasons = batch(frame, settings, producer, sessions, artifacts=as_tasks)
+    send = send_batch_task if as_tasks else send_batch
+    finishing: Future | None = None
+
+    def finished() -> None:
+        counts, reasons = finishing.result()
         report.add(counts, reasons)
         if on_progress:
-            on_progress(len(frame))
+            on_progress(counts.extracted)
+
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="finish-batch") as finisher:
+        finish = finish_batch_task.submit if as_tasks else functools.partial(finisher.submit, finish_batch)
+        after_id = 0
+        try:
+            while not stop_requested.is_set():
+                with sessions() as session:
+                    frame = extract(session, after_id, chunk_size)
+                if frame.empty:
+                    break
+                after_id = int(frame["id"].iloc[-1])
+                sent = send(frame, settings, producer)
+                if finishing is not None:
+                    finished()
+                finishing = finish(sent, settings, producer, sessions, artifacts=as_tasks)
+        finally:
+            if finishing is not None:
+                finished()
     return report
 
 

@@ -12,6 +12,7 @@ from orderstream.db.models import OrderEvent
 from orderstream.source.fields import EVENT_FIELDS
 
 COLUMNS = ("id", *EVENT_FIELDS, "extra")
+EVENTS = OrderEvent.__table__
 
 
 def read_pending(session: Session, after_id: int, limit: int) -> pd.DataFrame:
@@ -22,13 +23,15 @@ def read_pending(session: Session, after_id: int, limit: int) -> pd.DataFrame:
     still pending and the next pass reads it.
     """
     statement = (
-        select(*(getattr(OrderEvent, c) for c in COLUMNS))
-        .where(OrderEvent.outcome.is_(None), OrderEvent.id > after_id)
-        .order_by(OrderEvent.id)
+        select(*(EVENTS.c[c] for c in COLUMNS))
+        .where(EVENTS.c.outcome.is_(None), EVENTS.c.id > after_id)
+        .order_by(EVENTS.c.id)
         .limit(limit)
     )
-    rows = session.execute(statement).all()
-    return pd.DataFrame(rows, columns=list(COLUMNS), dtype=object)
+    # Core rows turned into plain tuples: the ORM's row loading, and pandas reading Row
+    # objects, took two thirds of the extract's time.
+    rows = session.connection().execute(statement).all()
+    return pd.DataFrame(list(map(tuple, rows)), columns=list(COLUMNS), dtype=object)
 
 
 def count_pending(session: Session) -> int:

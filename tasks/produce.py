@@ -5,7 +5,7 @@ from __future__ import annotations
 import orjson
 import pandas as pd
 
-from orderstream.kafka.producer import OrderProducer
+from orderstream.kafka.producer import DeliveryReport, OrderProducer
 from orderstream.source.fields import EVENT_FIELDS
 
 
@@ -21,20 +21,24 @@ def payloads(frame: pd.DataFrame) -> list[bytes]:
     return out
 
 
-def publish(frame: pd.DataFrame, event_type: str, topic: str, producer: OrderProducer) -> pd.DataFrame:
-    """Send the rows of exactly `event_type`; return them (their ids are awaiting acks)."""
+def publish(frame: pd.DataFrame, event_type: str, topic: str, producer: OrderProducer, report: DeliveryReport) -> pd.DataFrame:
+    """Send the rows of exactly `event_type`, answered into `report`; return them (awaiting acks)."""
     rows = frame[frame["type"] == event_type]
     if not rows.empty:
         keys = [k.encode() for k in rows["order_id"]]
-        producer.send(topic, keys, payloads(rows), rows["event_id"].tolist())
+        producer.send(topic, keys, payloads(rows), rows["event_id"].tolist(), report)
     return rows
 
 
-def inventory_orders_producer(valid: pd.DataFrame, producer: OrderProducer, topic: str = "inventory_orders") -> pd.DataFrame:
+def inventory_orders_producer(
+    valid: pd.DataFrame, producer: OrderProducer, report: DeliveryReport, topic: str = "inventory_orders"
+) -> pd.DataFrame:
     """Publish only valid `inventory` events, keyed by order_id."""
-    return publish(valid, "inventory", topic, producer)
+    return publish(valid, "inventory", topic, producer, report)
 
 
-def delivery_orders_producer(valid: pd.DataFrame, producer: OrderProducer, topic: str = "delivery_orders") -> pd.DataFrame:
+def delivery_orders_producer(
+    valid: pd.DataFrame, producer: OrderProducer, report: DeliveryReport, topic: str = "delivery_orders"
+) -> pd.DataFrame:
     """Publish only valid `delivery` events, keyed by order_id."""
-    return publish(valid, "delivery", topic, producer)
+    return publish(valid, "delivery", topic, producer, report)

@@ -15,6 +15,8 @@ from orderstream.source.fields import EVENT_FIELDS
 from orderstream.db.engine import dialect_insert, is_postgres
 
 ID_CHUNK = 10_000  # keeps SQLite's IN lists under its parameter limit
+# No ORM objects of these rows live in the session: syncing them would re-read every id.
+NO_SYNC = {"synchronize_session": False}
 
 
 @dataclass
@@ -33,10 +35,11 @@ def _mark(session: Session, ids: list[int], outcome: str, batch_id: str) -> None
     if is_postgres(session.get_bind()):
         # One array parameter instead of thousands of placeholders.
         match = OrderEvent.id == any_(bindparam("ids", ids, type_=ARRAY(BigInteger)))
-        session.execute(update(OrderEvent).where(match).values(**values))
+        session.execute(update(OrderEvent).where(match).values(**values), execution_options=NO_SYNC)
         return
     for start in range(0, len(ids), ID_CHUNK):
-        session.execute(update(OrderEvent).where(OrderEvent.id.in_(ids[start : start + ID_CHUNK])).values(**values))
+        chunk = OrderEvent.id.in_(ids[start : start + ID_CHUNK])
+        session.execute(update(OrderEvent).where(chunk).values(**values), execution_options=NO_SYNC)
 
 
 def quarantine_rows(rejected: pd.DataFrame, batch_id: str) -> list[dict]:

@@ -4,17 +4,20 @@ Method: in this (warmed-up) process, run the produce flow on N events with stopw
 around the pieces, without changing the pipeline's code. For the duration of the run only,
 the module globals the flow body looks up at call time are replaced in `flows.produce`:
 
-* `extract_chunk` and `produce_batch_task`: by a proxy that times each task **call** (what
-  the flow waits for: Prefect's task run creation, state changes and result handling plus
-  the body) around a copy of the same Task whose `fn` times the **body** alone;
+* `extract_chunk`, `send_batch_task` and `finish_batch_task`: by a proxy that times each task
+  **call** (what the flow waits for: Prefect's task run creation, state changes and result
+  handling plus the body; for the submitted `finish_batch`, until its result is in) around a
+  copy of the same Task whose `fn` times the **body** alone;
 * `produce_pass`: timed as a whole (the loop that calls the tasks);
 
 and the flow itself is a copy of `produce_orders` whose `fn` times the **flow body**. The
 outer wall time is the call of that flow from this process until it returns.
 
-    prefect_overhead_share = (wall - sum(task bodies)) / wall          (the figure)
+    prefect_overhead_share = (wall - task bodies) / wall          (the figure)
 
-and it splits exactly into
+where a clock counts the time covered by at least one of its intervals: `finish_batch` of one
+chunk runs while `extract_chunk` and `send_batch` of the next do, and that time counts once.
+It splits exactly into
     flow_orchestration  = wall - flow body                 (flow run set-up and tear-down)
     flow_body_own       = flow body - task calls           (engine, migrate, producer, loop)
     task_orchestration  = task calls - task bodies         (per task run)
@@ -25,6 +28,7 @@ Everything is restored afterwards.
 from __future__ import annotations
 
 import copy
+import threading
 import functools
 import time
 import types
@@ -41,12 +45,27 @@ GOAL_SHARE = 0.05
 
 @dataclass
 class Clock:
-    seconds: float = 0.0
-    calls: int = 0
+    """Time covered by the intervals it timed (overlapping intervals count once)."""
 
-    def add(self, seconds: float) -> None:
-        self.seconds += seconds
-        self.calls += 1
+    intervals: list[tuple[float, float]] = field(default_factory=list)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def add(self, started: float, ended: float) -> None:
+        with self._lock:  # bodies end in task-runner threads
+            self.intervals.append((started, ended))
+
+    @property
+    def calls(self) -> int:
+        return len(self.intervals)
+
+    @property
+    def seconds(self) -> float:
+        covered, reach = 0.0, float("-inf")
+        for started, ended in sorted(self.intervals):
+            if ended > reach:
+                covered += ended - max(started, reach)
+                reach = ended
+        return covered
 
     def timed(self, fn: Callable) -> Callable:
         """`fn` with a stopwatch, looking like `fn` to Prefect: same name, signature and
@@ -58,7 +77,7 @@ class Clock:
             try:
                 return fn(*args, **kwargs)
             finally:
-                add(perf_counter() - started)
+                add(started, perf_counter())
 
         rebound = types.FunctionType(wrapper.__code__, fn.__globals__, fn.__name__, None, wrapper.__closure__)
         rebound.__kwdefaults__ = wrapper.__kwdefaults__
@@ -74,15 +93,23 @@ class Clocks:
 
 
 class _TimedTask:
-    """Stands in for a Task where the flow calls it: times the call, runs a timed-body copy."""
+    """Stands in for a Task where the flow calls or submits it: times the call (for a
+    submission, from `submit` until its result is in), runs a timed-body copy."""
 
     def __init__(self, task, clocks: Clocks) -> None:
         self._task = copy.copy(task)
         self._task.fn = clocks.task_bodies.timed(task.fn)
         self._call = clocks.task_calls.timed(self._task.__call__)
+        self._calls = clocks.task_calls
 
     def __call__(self, *args, **kwargs):
         return self._call(*args, **kwargs)
+
+    def submit(self, *args, **kwargs):
+        started = time.perf_counter()
+        future = self._task.submit(*args, **kwargs)
+        future.add_done_callback(lambda _: self._calls.add(started, time.perf_counter()))
+        return future
 
 
 @contextmanager
@@ -91,12 +118,13 @@ def instrumented() -> Iterator[tuple[Callable, Clocks]]:
     import flows.produce as module
 
     clocks = Clocks()
-    saved = {name: getattr(module, name) for name in ("extract_chunk", "produce_batch_task", "produce_pass")}
+    tasks = ("extract_chunk", "send_batch_task", "finish_batch_task")
+    saved = {name: getattr(module, name) for name in (*tasks, "produce_pass")}
     timed_flow = copy.copy(module.produce_orders)
     timed_flow.fn = clocks.flow_body.timed(module.produce_orders.fn)
     try:
-        module.extract_chunk = _TimedTask(saved["extract_chunk"], clocks)
-        module.produce_batch_task = _TimedTask(saved["produce_batch_task"], clocks)
+        for name in tasks:
+            setattr(module, name, _TimedTask(saved[name], clocks))
         module.produce_pass = clocks.passes.timed(saved["produce_pass"])
         yield timed_flow, clocks
     finally:

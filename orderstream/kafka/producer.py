@@ -1,12 +1,18 @@
-"""A thin, typed wrapper around confluent_kafka.Producer for acknowledged batches."""
+"""A thin, typed wrapper around confluent_kafka.Producer for acknowledged batches.
+
+Each batch has its own `DeliveryReport`, handed to every message of the batch as its delivery
+callback, so one batch's acknowledgements can be awaited while the next batch is being sent.
+"""
 
 from __future__ import annotations
 
 import logging
+import threading
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from confluent_kafka import KafkaError, Producer
+from confluent_kafka import KafkaError, KafkaException, Producer
 
 from orderstream.errors import FatalProducerError
 from orderstream.settings import Settings
@@ -31,21 +37,45 @@ def producer_config(settings: Settings) -> dict:
 
 @dataclass
 class DeliveryReport:
-    """What the broker said about every message sent since the last reset."""
+    """What the broker said about each message of one batch."""
 
+    sent: int = 0
     acked: int = 0
-    failed: list[tuple[str, str]] = field(default_factory=list)  # (event_id, error)
+    failed: list[tuple[str, str]] = field(default_factory=list)  # (event_id, error); "" when unknown
     fatal: KafkaError | None = None
+    # Callbacks run in whichever thread polls the producer.
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    _answered: threading.Condition = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self._answered = threading.Condition(self._lock)
 
     def on_delivery(self, err: KafkaError | None, msg) -> None:
-        """The producer's delivery callback: count acks, record every failure."""
-        if err is None:
-            self.acked += 1
-            return
-        event_id = dict(msg.headers() or ()).get("event_id", b"").decode("utf-8", "replace")
-        self.failed.append((event_id, err.str()))
-        if err.fatal():
-            self.fatal = err
+        """The delivery callback of each of the batch's messages: count acks, record every failure."""
+        with self._lock:
+            if err is None:
+                self.acked += 1
+            else:
+                event_id = dict(msg.headers() or ()).get("event_id", b"").decode("utf-8", "replace")
+                self.failed.append((event_id, err.str()))
+                if err.fatal():
+                    self.fatal = err
+            if self.acked + len(self.failed) >= self.sent:
+                self._answered.notify_all()
+
+    def expect(self, count: int) -> None:
+        with self._lock:
+            self.sent += count
+
+    @property
+    def unanswered(self) -> int:
+        with self._lock:
+            return self.sent - self.acked - len(self.failed)
+
+    def wait(self, timeout: float) -> bool:
+        """Until every message is answered or `timeout` passed; True iff all were answered."""
+        with self._answered:
+            return self._answered.wait_for(lambda: self.acked + len(self.failed) >= self.sent, timeout)
 
     @property
     def failed_ids(self) -> set[str]:
@@ -59,10 +89,9 @@ class OrderProducer:
         self._settings = settings
         self._config = producer_config(settings)
         self._producer: Producer | None = None
-        self.report = DeliveryReport()
 
     def __enter__(self) -> "OrderProducer":
-        self._producer = Producer({**self._config, "on_delivery": self._deliver})
+        self._producer = Producer(self._config)
         return self
 
     def __exit__(self, *exc) -> None:
@@ -71,9 +100,6 @@ class OrderProducer:
             if left:
                 log.warning("%d messages were still unacknowledged at shutdown", left)
             self._producer = None
-
-    def _deliver(self, err, msg) -> None:
-        self.report.on_delivery(err, msg)
 
     @property
     def client(self) -> Producer:
@@ -87,29 +113,41 @@ class OrderProducer:
 
         check_broker(self._settings, list(topics))
 
-    def send(self, topic: str, keys: list, values: list[bytes], event_ids: list[str]) -> None:
-        """Queue every message; poll as we go so delivery callbacks keep flowing."""
-        producer = self.client
-        for key, value, event_id in zip(keys, values, event_ids):
-            while True:
-                try:
-                    producer.produce(topic, value, key, headers=[("event_id", event_id)])
-                    break
-                except BufferError:
-                    producer.poll(0.05)  # local queue full: let acks drain it
-            producer.poll(0)
-        self._raise_if_fatal()
+    def send(self, topic: str, keys: list, values: list[bytes], event_ids: list[str], report: DeliveryReport) -> None:
+        """Queue every message with `report` as its callback; poll as we go so callbacks keep flowing."""
+        producer, on_delivery = self.client, report.on_delivery
+        report.expect(len(values))
+        try:
+            for key, value, event_id in zip(keys, values, event_ids):
+                while True:
+                    try:
+                        producer.produce(topic, value, key, headers=[("event_id", event_id)], on_delivery=on_delivery)
+                        break
+                    except BufferError:
+                        producer.poll(0.05)  # local queue full: let acks drain it
+                producer.poll(0)
+        except KafkaException as exc:
+            error = exc.args[0]
+            if error.fatal():
+                raise FatalProducerError(f"the Kafka producer hit a fatal error and stopped: {error.str()}") from None
+            raise
+        _raise_if_fatal(report)
 
-    def wait_for_acks(self, timeout_s: float) -> DeliveryReport:
-        """Flush, then hand back (and reset) the report of everything sent so far."""
-        left = self.client.flush(timeout_s)
-        report, self.report = self.report, DeliveryReport()
-        self._raise_if_fatal(report)
-        if left:
-            report.failed.append(("", f"{left} messages not acknowledged within {timeout_s:.0f}s"))
+    def await_delivery(self, report: DeliveryReport, timeout_s: float) -> DeliveryReport:
+        """Serve callbacks until every message of `report` is answered or `timeout_s` passed.
+
+        Messages still unanswered then are recorded as one failure without an event id: their
+        fate is unknown, so the caller must treat the whole batch as not acknowledged.
+        """
+        deadline = time.monotonic() + timeout_s
+        while report.unanswered > 0 and (left := deadline - time.monotonic()) > 0:
+            self.client.poll(min(0.05, left))  # serves callbacks (another thread may be too)
+        if report.unanswered > 0 and not report.wait(0.5):  # a callback running in another thread
+            report.failed.append(("", f"{report.unanswered} messages not acknowledged within {timeout_s:.0f}s"))
+        _raise_if_fatal(report)
         return report
 
-    def _raise_if_fatal(self, report: DeliveryReport | None = None) -> None:
-        fatal = (report or self.report).fatal
-        if fatal is not None:
-            raise FatalProducerError(f"the Kafka producer hit a fatal error and stopped: {fatal.str()}")
+
+def _raise_if_fatal(report: DeliveryReport) -> None:
+    if report.fatal is not None:
+        raise FatalProducerError(f"the Kafka producer hit a fatal error and stopped: {report.fatal.str()}")
