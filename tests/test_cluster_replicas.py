@@ -79,7 +79,7 @@ def lag_lines(text: str) -> dict[int, float]:
     return lags
 
 
-def test_three_replicas_on_a_three_node_cluster_through_the_cli(db_url, tmp_path):
+def test_three_cli_replicas_on_a_three_node_cluster_share_the_work_and_apply_each_event_once(db_url, tmp_path):
     suffix = uuid.uuid4().hex[:12]
     s = Settings(
         orderstream_home=tmp_path / "home", database_url=db_url, kafka_bootstrap_servers=None, kafka_port=0,
