@@ -83,9 +83,15 @@ def test_the_consumer_flow_with_replicas_2_runs_two_group_members_in_one_flow_ru
                              headers=[("event_id", event["event_id"])])
         assert producer.flush(30) == 0
         wait_until(lambda: applied(engine, settings.inventory_group) == EVENTS, 180, f"all applied; log: {log}")
-        per_member = [sample(scrape(p), "orderstream_messages_processed_total",
-                             topic=settings.inventory_topic, outcome="applied") for p in (port, port + 1)]
-        assert all(n and n > 0 for n in per_member) and sum(per_member) == EVENTS, per_member
+
+        def applied_per_member() -> list[float]:
+            return [sample(scrape(p), "orderstream_messages_processed_total",
+                           topic=settings.inventory_topic, outcome="applied") or 0 for p in (port, port + 1)]
+
+        # Counted once the member has seen its transaction commit: a moment after the rows are visible.
+        per_member = wait_until(lambda: (n := applied_per_member()) and sum(n) == EVENTS and n, 30,
+                                "both members' metrics count every event")
+        assert all(n > 0 for n in per_member), per_member
         assert len(assignments(settings)) == 2
 
         proc.send_signal(signal.SIGTERM)  # what cancelling the run does
