@@ -8,9 +8,14 @@ One batch = one `consume()` call = one database transaction:
    mark the handler's rejections, produce and flush the dead letters, commit;
 3. only then commit offsets (offset + 1 per partition), synchronously.
 
+Step 2 runs in a second thread so that the next batch is fetched and parsed while the
+database works on this one; transactions still run one at a time and in order, and a
+rebalance waits for the batch in flight before it gives up partitions.
+
 A crash anywhere before 3 replays the batch, and the ledger turns the replay into a
 counted no-op. A database or DLQ outage rolls back, seeks back to the batch's first
-offsets and retries with backoff; nothing is ever skipped.
+offsets (and drops the batch parsed meanwhile) and retries with backoff; nothing is ever
+skipped.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ import gc
 import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, Protocol
 
 from confluent_kafka import (
@@ -108,6 +114,9 @@ class BatchConsumer:
         self._admin: AdminClient | None = None
         # Offsets whose batch is durable in the DB but whose commit to Kafka has not succeeded.
         self._pending: dict[int, int] = {}
+        # The batch whose transaction runs in the applier thread, and its outcome.
+        self._in_flight: tuple[list[Envelope], Future] | None = None
+        self._backoff = BACKOFF_INITIAL_S
 
     # -- Kafka plumbing -------------------------------------------------------------
 
@@ -122,6 +131,7 @@ class BatchConsumer:
                 "session.timeout.ms": SESSION_TIMEOUT_MS,
                 "heartbeat.interval.ms": HEARTBEAT_INTERVAL_MS,
                 "client.id": f"orderstream-{self.handler.role}",
+                "queued.max.messages.kbytes": self.settings.consume_prefetch_kbytes,
             }
             | self.client_config
         )
@@ -130,9 +140,10 @@ class BatchConsumer:
         log.info("%s: assigned %s", self.group, [p.partition for p in partitions])
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        """Commit what is done for the revoked partitions; nothing is in flight between batches."""
+        """Finish the batch in flight, then commit what is done for the revoked partitions."""
         revoked = {p.partition for p in partitions if p.topic == self.topic}
         log.info("%s: revoked %s", self.group, sorted(revoked))
+        self._settle(retry=False)  # a failed batch is replayed from the last commit by the next owner
         self._commit_pending(only=revoked)
         for p in revoked:
             self._pending.pop(p, None)
@@ -248,8 +259,9 @@ class BatchConsumer:
 
     # -- the batch ------------------------------------------------------------------
 
-    def _apply(self, envs: list[Envelope]) -> tuple[int, int, int]:
-        """One transaction for the batch; returns (applied, deduplicated, dead_lettered)."""
+    def _apply(self, envs: list[Envelope]) -> tuple[int, int, int, float]:
+        """One transaction for the batch; returns (applied, deduplicated, dead_lettered, seconds)."""
+        started = time.perf_counter()
         now = dt.datetime.now(dt.timezone.utc)
         unique: dict[str, Envelope] = {}
         for env in envs:
@@ -277,12 +289,51 @@ class BatchConsumer:
             sql.mark_dead_lettered(session, self.group, rejected_late)
             dead = [env for env in claimed if env.rejection is not None]
             self.dlq.send(dead)  # acknowledged before the transaction commits
-        return len(claimed) - len(dead), deduplicated, len(dead)
+        return len(claimed) - len(dead), deduplicated, len(dead), time.perf_counter() - started
+
+    def _settle(self, parsed: list[Envelope] | None = None, *, retry: bool = True) -> bool:
+        """Wait for the batch in flight; on success count it and commit its offsets.
+
+        A retryable failure rolled it back: with `retry`, seek back to its first offsets
+        (and to those of `parsed`, the batch fetched meanwhile, which the caller drops) and
+        back off. False iff it failed.
+        """
+        if self._in_flight is None:
+            return True
+        envs, outcome = self._in_flight
+        self._in_flight = None
+        try:
+            applied, deduplicated, dead, seconds = outcome.result()
+        except Exception as exc:
+            if not _retryable(exc):
+                raise
+            self.stats.retries += 1
+            metrics.consumer_retries.labels(self.topic).inc()
+            log.warning(
+                "%s: batch of %d rolled back (%s: %s); %s",
+                self.group, len(envs), type(exc).__name__, str(exc).splitlines()[0][:200],
+                f"retrying in {self._backoff:.1f}s" if retry else "replayed from the last commit",
+            )
+            if retry:
+                self._rewind(envs + (parsed or []))
+                self.stop.wait(self._backoff)
+                self._backoff = min(self._backoff * 2, BACKOFF_MAX_S)
+            return False
+        self._backoff = BACKOFF_INITIAL_S
+        for env in envs:
+            self._pending[env.partition] = env.offset + 1
+        self._commit_pending()
+        self.stats.applied += applied
+        self.stats.deduplicated += deduplicated
+        self.stats.dead_lettered += dead
+        self.stats.record_batch(len(envs))
+        metrics.observe_consumer_batch(self.topic, envs, applied, deduplicated, dead, seconds)
+        return True
 
     def run(self) -> ConsumerStats:
         consumer = self._consumer = Consumer(self._config())
-        backoff = BACKOFF_INITIAL_S
         restore_gc = _batch_friendly_gc()
+        applier = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"{self.handler.role}-apply")
         try:
             consumer.subscribe(
                 [self.topic], on_assign=self._on_assign, on_revoke=self._on_revoke, on_lost=self._on_lost
@@ -292,8 +343,9 @@ class BatchConsumer:
                     num_messages=self.settings.consume_batch_size, timeout=self.settings.consume_poll_timeout_s
                 )
                 if not msgs:
+                    self._settle()
                     self._commit_pending()
-                    if self.drain and not self._pending and self._drained():
+                    if self.drain and self._in_flight is None and not self._pending and self._drained():
                         log.info("%s: caught up, draining done", self.group)
                         break
                     continue
@@ -301,35 +353,15 @@ class BatchConsumer:
                 if not envs:
                     continue
                 self.stats.consumed += len(envs)
-                started = time.perf_counter()
-                try:
-                    applied, deduplicated, dead = self._apply(envs)
-                except Exception as exc:
-                    if not _retryable(exc):
-                        raise
-                    self.stats.retries += 1
-                    metrics.consumer_retries.labels(self.topic).inc()
-                    log.warning(
-                        "%s: batch of %d rolled back (%s: %s); retrying in %.1fs",
-                        self.group, len(envs), type(exc).__name__, str(exc).splitlines()[0][:200], backoff,
-                    )
-                    self._rewind(envs)
-                    self.stop.wait(backoff)
-                    backoff = min(backoff * 2, BACKOFF_MAX_S)
-                    continue
-                backoff = BACKOFF_INITIAL_S
-                for env in envs:
-                    self._pending[env.partition] = env.offset + 1
-                self._commit_pending()
-                self.stats.applied += applied
-                self.stats.deduplicated += deduplicated
-                self.stats.dead_lettered += dead
-                self.stats.record_batch(len(envs))
-                metrics.observe_consumer_batch(
-                    self.topic, envs, applied, deduplicated, dead, time.perf_counter() - started
-                )
+                if self._settle(envs):
+                    self._in_flight = (envs, applier.submit(self._apply, envs))
+            self._settle(retry=False)
             self._commit_pending()
         finally:
+            if self._in_flight is not None:  # an error above: let the transaction end before closing
+                self._in_flight[1].exception()
+                self._in_flight = None
+            applier.shutdown(wait=True)
             try:
                 consumer.close()
             finally:
