@@ -104,13 +104,15 @@ def finish_batch(
     rejected = batch.outcome.rejected
     produced_ids: list[int] = []
     counts = BatchCounts(extracted=batch.extracted, skipped_other=len(batch.other), quarantined=len(rejected))
-    for event_type, rows in zip(ROUTED, batch.sent):
+    unacknowledged: dict[str, int] = {}  # per topic
+    for event_type, topic, rows in zip(ROUTED, (settings.inventory_topic, settings.delivery_topic), batch.sent):
         # Rows of a failed message stay pending; if the broker left some unanswered we
         # cannot tell which, so the whole batch stays pending and is re-sent.
         ok = rows.iloc[0:0] if unknown else rows[~rows["event_id"].isin(failed)]
         produced_ids.extend(int(i) for i in ok["id"])
         setattr(counts, f"produced_{event_type}", len(ok))
-    counts.unacknowledged = sum(len(rows) for rows in batch.sent) - len(produced_ids)
+        unacknowledged[topic] = len(rows) - len(ok)
+    counts.unacknowledged = sum(unacknowledged.values())
     with sessions.begin() as session:
         commit_batch(
             session,
@@ -125,7 +127,7 @@ def finish_batch(
     for row_reasons in rejected.get("reasons", []):
         for reason in row_reasons:
             reasons[reason] = reasons.get(reason, 0) + 1
-    record_metrics(settings, counts, reasons, time.perf_counter() - batch.started)
+    record_metrics(settings, counts, reasons, unacknowledged, time.perf_counter() - batch.started)
     log.info(
         "batch %s: %d extracted, %d -> %s, %d -> %s, %d other skipped, %d quarantined, %d unacknowledged",
         batch.batch_id, counts.extracted, counts.produced_inventory, settings.inventory_topic,
@@ -142,10 +144,13 @@ def finish_batch(
     return counts, reasons
 
 
-def record_metrics(settings: Settings, counts: BatchCounts, reasons: dict[str, int], seconds: float) -> None:
+def record_metrics(
+    settings: Settings, counts: BatchCounts, reasons: dict[str, int], unacknowledged: dict[str, int], seconds: float
+) -> None:
     metrics.produced.labels(settings.inventory_topic).inc(counts.produced_inventory)
     metrics.produced.labels(settings.delivery_topic).inc(counts.produced_delivery)
-    metrics.delivery_errors.labels("any").inc(counts.unacknowledged)
+    for topic, n in unacknowledged.items():
+        metrics.delivery_errors.labels(topic).inc(n)
     metrics.skipped_other.inc(counts.skipped_other)
     for reason, n in reasons.items():
         metrics.quarantined.labels(reason).inc(n)

@@ -77,3 +77,17 @@ def test_replicas_are_separate_group_members_with_their_own_metrics(settings, en
         proc.send_signal(signal.SIGTERM)
         _, err = proc.communicate(timeout=120)
     assert proc.returncode == 0, err[-2000:]
+
+
+@pytest.mark.unit
+def test_producer_delivery_errors_are_counted_per_topic(settings):
+    from flows.produce import record_metrics
+    from orderstream import metrics
+    from tasks.progress import BatchCounts
+
+    counts = BatchCounts(extracted=10, produced_inventory=4, produced_delivery=3, unacknowledged=3)
+    unacknowledged = {settings.inventory_topic: 1, settings.delivery_topic: 2}
+    record_metrics(settings, counts, {"sku is required for inventory": 1}, unacknowledged, 0.1)
+    for topic, n in unacknowledged.items():
+        assert metrics.delivery_errors.labels(topic)._value.get() == n
+    assert metrics.produced.labels(settings.inventory_topic)._value.get() == 4
