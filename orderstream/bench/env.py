@@ -14,7 +14,6 @@ leave its gigabyte behind.
 from __future__ import annotations
 
 import logging
-import os
 import shutil
 import tempfile
 import time
@@ -98,26 +97,11 @@ class Workspace:
         return name
 
     def subprocess_env(self, **extra: str) -> dict[str, str]:
-        """Environment for an `orderstream` subprocess working in this workspace."""
-        s = self.settings
-        env = {
-            **os.environ,
-            "ORDERSTREAM_HOME": str(s.home),
-            "PREFECT_HOME": str(self.run_dir / "prefect"),
-            "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-            "PREFECT_SERVER_LOGGING_LEVEL": "CRITICAL",
-            # A loaded 2-core machine can take longer than the default 20 s to start it.
-            "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "180",
-            "DATABASE_URL": s.db_url,
-            "KAFKA_BOOTSTRAP_SERVERS": self.env.bootstrap,
-            "INVENTORY_TOPIC": s.inventory_topic,
-            "DELIVERY_TOPIC": s.delivery_topic,
-            "INVENTORY_GROUP": s.inventory_group,
-            "DELIVERY_GROUP": s.delivery_group,
-            "TOPIC_PARTITIONS": str(s.topic_partitions),
-        }
-        env.update(extra)
-        return env
+        """Environment for an `orderstream` subprocess working in this workspace (the CLI
+        sets the rest of Prefect's environment itself, see `prepare_prefect`)."""
+        return self.settings.subprocess_env(
+            KAFKA_BOOTSTRAP_SERVERS=self.env.bootstrap, PREFECT_HOME=str(self.run_dir / "prefect"), **extra
+        )
 
     def meter(self) -> CpuMeter:
         return self.env.meter()
