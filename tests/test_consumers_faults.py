@@ -18,6 +18,7 @@ from orderstream.consumers import run_consumer, spawn_consumer
 from orderstream.db.models import DeliveryCapacity, DeliveryHistory, Notification
 from tests.helpers import wait_until
 from tests.test_consumers import (
+    counter,
     deliveries,
     dlv,
     inv,
@@ -105,6 +106,8 @@ def test_twenty_kill_9s_during_a_20k_stream_then_a_drain_apply_each_event_exactl
     stats = run_consumer(settings, "inventory", drain=True, metrics_port=None, client_config=member)
     assert stats.applied == len(events) - progress[-1]
     _assert_each_event_took_effect_once(settings, engine, events, on_hand)
+    print(f"CONSUMER KILL -9 seed={seed} events={len(events)} kills=20 mid_stream={mid_stream} "
+          f"deduplicated={counter(engine, settings.inventory_group)} dlq=0")
 
 
 def test_kill_9s_of_the_delivery_consumer_leave_one_history_row_and_notification_per_change(settings, engine):
@@ -148,6 +151,8 @@ def test_kill_9s_of_the_delivery_consumer_leave_one_history_row_and_notification
     assert history == changes and notes == changes
     assert booked == len(orders)  # one booking per delivery, none twice
     assert total_lag(settings, "delivery") == 0
+    print(f"DELIVERY KILL -9 seed={seed} events={len(events)} kills=10 "
+          f"deduplicated={counter(engine, settings.delivery_group)} dlq=0")
 
 
 def test_postgres_crashing_mid_stream_loses_and_duplicates_nothing(settings, engine, request):
@@ -181,3 +186,4 @@ def test_postgres_crashing_mid_stream_loses_and_duplicates_nothing(settings, eng
         if proc.is_alive():
             proc.kill()
     _assert_each_event_took_effect_once(settings, engine, events, on_hand)
+    print(f"POSTGRES CRASH events={len(events)} crashes=1 deduplicated={counter(engine, settings.inventory_group)} dlq=0")

@@ -45,7 +45,10 @@ CHANGE_EVERY_S = 10
 EVENTS_PER_S = 100
 MAX_POLL_MS = 10_000  # librdkafka's floor: session.timeout.ms, which the consumer sets to 10 s
 SLOW_SKU = "A-SLOW"
-SLOW_AT_S = 45  # into the storm
+# The stall starts three quarters into the storm; from then on members leave only by scale-in,
+# never by SIGKILL, so the stalled one lives to report its refused commit (a crashed member
+# reports nothing).
+SLOW_AT_S = STORM_S * 3 // 4
 MEMBER_CONFIG = {"max.poll.interval.ms": MAX_POLL_MS}
 
 # Backends of the test's database waiting for a lock (the stalled member's transaction).
@@ -175,8 +178,7 @@ def test_rebalance_storm_with_a_member_stalled_beyond_max_poll_interval_loses_an
                         members.add()
                         changes.append("+")
                     else:
-                        # No crash while the stall is on: the stalled member must live to report it.
-                        crash = not slow.is_alive() and rng.random() < 0.35
+                        crash = tick < SLOW_AT_S and rng.random() < 0.35
                         members.remove(rng, crash)
                         changes.append("kill" if crash else "-")
                     sizes.append(len(members.live))
