@@ -198,8 +198,12 @@ class Pipeline:
         self.settings = settings
         self.stop = threading.Event()
         self.errors: list[BaseException] = []
-        self.threads = [threading.Thread(target=self._guard, args=(self._produce, duration_s, chunk_size), name="producer")]
-        self.threads += [threading.Thread(target=self._guard, args=(self._consume, role), name=f"{role}-consumer")
+        # Daemons: a thread stuck in a client call fails the test (see __exit__) instead of
+        # keeping the test process from exiting.
+        self.threads = [threading.Thread(target=self._guard, args=(self._produce, duration_s, chunk_size),
+                                         name="producer", daemon=True)]
+        self.threads += [threading.Thread(target=self._guard, args=(self._consume, role), name=f"{role}-consumer",
+                                          daemon=True)
                          for role in roles]
 
     def _guard(self, fn, *args) -> None:
@@ -227,7 +231,15 @@ class Pipeline:
         return not self.threads[0].is_alive()
 
     def __exit__(self, *exc) -> None:
+        import sys
+        import traceback
+
         self.threads[0].join(600)
         self.stop.set()
         for t in self.threads[1:]:
             t.join(120)
+        frames = sys._current_frames()
+        for t in self.threads:
+            if t.is_alive():  # a stop that was never honoured: the product hangs
+                stack = "".join(traceback.format_stack(frames[t.ident])[-8:]) if t.ident in frames else "?"
+                self.errors.append(AssertionError(f"{t.name} did not stop within its deadline; stuck in:\n{stack}"))
