@@ -50,7 +50,7 @@ class Settings(BaseSettings):
     kafka_ssl_ca_location: str | None = None
 
     # Producer
-    produce_chunk_size: int = 20_000
+    produce_chunk_size: int = 50_000
     # How long continuous mode sleeps when nothing is pending: a floor under its latency.
     produce_poll_interval_s: float = 0.05
     message_timeout_ms: int = 120_000

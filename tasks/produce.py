@@ -11,13 +11,13 @@ from orderstream.source.fields import EVENT_FIELDS
 
 def payloads(frame: pd.DataFrame) -> list[bytes]:
     """JSON of every row's fields, extra columns included (contract fields win on a clash)."""
-    records = frame[list(EVENT_FIELDS)].to_dict("records")
-    extras = frame["extra"].tolist()
+    # Rows zipped from column lists: DataFrame.to_dict boxes every value and took twice as long.
+    columns = [frame[name].tolist() for name in EVENT_FIELDS]
+    loads, dumps = orjson.loads, orjson.dumps
     out = []
-    for record, extra in zip(records, extras):
-        if extra:
-            record = {**orjson.loads(extra), **record}
-        out.append(orjson.dumps(record))
+    for values, extra in zip(zip(*columns), frame["extra"].tolist()):
+        record = dict(zip(EVENT_FIELDS, values))
+        out.append(dumps({**loads(extra), **record} if extra else record))
     return out
 
 
