@@ -14,7 +14,7 @@ import time
 import uuid
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 
 import pandas as pd
 from prefect import flow, get_run_logger, task
@@ -72,9 +72,9 @@ class SentBatch:
 
     batch_id: str
     extracted: int
-    outcome: ValidationOutcome
-    sent: list[pd.DataFrame]  # the rows sent, per routed type
-    other: pd.DataFrame  # valid rows of other types: skipped
+    outcome: ValidationOutcome  # `valid` cut down to the ids
+    sent: list[pd.DataFrame]  # the ids of the rows sent, per routed type
+    other: pd.DataFrame  # the ids of valid rows of other types: skipped
     delivery: DeliveryReport
     started: float
 
@@ -90,7 +90,11 @@ def send_batch(frame: pd.DataFrame, settings: Settings, producer: OrderProducer)
         delivery_orders_producer(outcome.valid, producer, delivery, settings.delivery_topic),
     ]
     other = outcome.valid[~outcome.valid["type"].isin(ROUTED)]
-    return SentBatch(batch_id, len(frame), outcome, sent, other, delivery, started)
+    # Finishing needs only the rows' ids (and the rejected rows): the chunk's fields are freed
+    # while the next chunk is validated, so one chunk's data is in memory, not two.
+    ids = ["id", "event_id"]
+    slim = replace(outcome, valid=outcome.valid[ids])
+    return SentBatch(batch_id, len(frame), slim, [rows[ids] for rows in sent], other[ids], delivery, started)
 
 
 def finish_batch(

@@ -113,10 +113,13 @@ class OrderProducer:
 
         check_broker(self._settings, list(topics))
 
-    def send(self, topic: str, keys: list, values: list[bytes], event_ids: list[str], report: DeliveryReport) -> None:
-        """Queue every message with `report` as its callback; poll as we go so callbacks keep flowing."""
+    def send(self, topic: str, keys: list, values: Iterable[bytes], event_ids: list[str], report: DeliveryReport) -> None:
+        """Queue one message per key with `report` as its callback; poll as we go so callbacks keep flowing.
+
+        `values` may be a generator: each value is copied into the producer's queue as it is sent.
+        """
         producer, on_delivery = self.client, report.on_delivery
-        report.expect(len(values))
+        report.expect(len(keys))
         try:
             for key, value, event_id in zip(keys, values, event_ids):
                 while True:
