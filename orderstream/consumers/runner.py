@@ -6,7 +6,9 @@ One batch = one `consume()` call = one database transaction:
 2. in one transaction: claim the batch's event ids in the ledger (a redelivery claims
    nothing and is counted), let the handler apply the claimed events with bulk SQL,
    mark the handler's rejections, produce and flush the dead letters, commit;
-3. only then commit offsets (offset + 1 per partition), synchronously.
+3. only then commit offsets (offset + 1 per partition): asynchronously after a batch (a
+   synchronous commit can hang inside librdkafka after a broker stall), synchronously when
+   partitions are revoked and at shutdown, where the next owner starts from them.
 
 Step 2 runs in a second thread so that the next batch is fetched and parsed while the
 database works on this one; transactions still run one at a time and in order, and a
@@ -112,8 +114,10 @@ class BatchConsumer:
         self.dlq = DeadLetterProducer(settings, self.group)
         self._consumer: Consumer | None = None
         self._admin: AdminClient | None = None
-        # Offsets whose batch is durable in the DB but whose commit to Kafka has not succeeded.
+        # Offsets whose batch is durable in the DB but whose commit to Kafka has not succeeded,
+        # and those of them asked for asynchronously and not yet answered.
         self._pending: dict[int, int] = {}
+        self._committing: dict[int, int] = {}
         # The batch whose transaction runs in the applier thread, and its outcome.
         self._in_flight: tuple[list[Envelope], Future] | None = None
         self._backoff = BACKOFF_INITIAL_S
@@ -132,6 +136,7 @@ class BatchConsumer:
                 "heartbeat.interval.ms": HEARTBEAT_INTERVAL_MS,
                 "client.id": f"orderstream-{self.handler.role}",
                 "queued.max.messages.kbytes": self.settings.consume_prefetch_kbytes,
+                "on_commit": self._on_commit,
             }
             | self.client_config
         )
@@ -144,31 +149,53 @@ class BatchConsumer:
         revoked = {p.partition for p in partitions if p.topic == self.topic}
         log.info("%s: revoked %s", self.group, sorted(revoked))
         self._settle(retry=False)  # a failed batch is replayed from the last commit by the next owner
-        self._commit_pending(only=revoked)
+        self._commit_pending(only=revoked, wait=True)
         for p in revoked:
             self._pending.pop(p, None)
+            self._committing.pop(p, None)
 
     def _on_lost(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         lost = {p.partition for p in partitions if p.topic == self.topic}
         log.warning("%s: lost %s; their next owner replays from the last commit", self.group, sorted(lost))
         for p in lost:
             self._pending.pop(p, None)
+            self._committing.pop(p, None)
 
-    def _commit_pending(self, only: set[int] | None = None) -> None:
+    def _commit_pending(self, only: set[int] | None = None, *, wait: bool = False) -> None:
+        """Commit the pending offsets (of `only`); without `wait`, only those not asked for yet."""
         offsets = [
-            TopicPartition(self.topic, p, o) for p, o in self._pending.items() if only is None or p in only
+            TopicPartition(self.topic, p, o)
+            for p, o in self._pending.items()
+            if (only is None or p in only) and (wait or self._committing.get(p) != o)
         ]
         if not offsets or self._consumer is None:
             return
         try:
-            result = self._consumer.commit(offsets=offsets, asynchronous=False)
+            if wait:
+                self._committed(None, self._consumer.commit(offsets=offsets, asynchronous=False) or offsets)
+                return
+            self._committing.update((tp.partition, tp.offset) for tp in offsets)
+            self._consumer.commit(offsets=offsets, asynchronous=True)  # answered in `_on_commit`
         except KafkaException as exc:
-            self.stats.commit_failures += 1
-            log.warning("%s: offset commit failed (%s); replays will be deduplicated", self.group, exc)
-            return
-        for tp in result or offsets:
-            if tp.error is None and self._pending.get(tp.partition) == tp.offset:
+            self._committed(exc.args[0], offsets)
+
+    def _on_commit(self, err: KafkaError | None, partitions: list[TopicPartition]) -> None:
+        self._committed(err, partitions)
+
+    def _committed(self, err: KafkaError | str | None, partitions: list[TopicPartition]) -> None:
+        """What the coordinator answered to a commit: done offsets leave `_pending`."""
+        failed = [tp for tp in partitions if err is not None or tp.error is not None]
+        for tp in partitions:
+            if tp.topic != self.topic:
+                continue
+            if self._committing.get(tp.partition) == tp.offset:
+                del self._committing[tp.partition]
+            if err is None and tp.error is None and self._pending.get(tp.partition) == tp.offset:
                 del self._pending[tp.partition]
+        if failed:
+            self.stats.commit_failures += 1
+            reason = err if err is not None else failed[0].error
+            log.warning("%s: offset commit failed (%s); it is retried, and replays are deduplicated", self.group, reason)
 
     def _collect(self, msgs: list[Message]) -> list[Envelope]:
         """Envelopes of the batch's records, each parsed or rejected (the hot loop: keep it lean)."""
@@ -361,7 +388,7 @@ class BatchConsumer:
                 if self._settle(envs):
                     self._in_flight = (envs, applier.submit(self._apply, envs))
             self._settle(retry=False)
-            self._commit_pending()
+            self._commit_pending(wait=True)
         finally:
             if self._in_flight is not None:  # an error above: let the transaction end before closing
                 self._in_flight[1].exception()

@@ -20,7 +20,6 @@ import time
 
 import pandas as pd
 import pytest
-from prefect.settings import PREFECT_API_URL
 from sqlalchemy import func, select
 
 from flows.produce import produce_orders
@@ -29,7 +28,7 @@ from orderstream.db.models import OrderEvent
 from orderstream.kafka.lag import admin_client, end_offsets
 from orderstream.source.repository import insert_events, insert_stock
 from tests.faults.audit import audit
-from tests.helpers import wait_until
+from tests.helpers import orderstream_env, wait_until
 from tests.topics import read_topic
 
 pytestmark = pytest.mark.fault
@@ -54,13 +53,6 @@ def events(rng: random.Random, start: int, n: int) -> list[dict]:
     return rows
 
 
-def producer_env(settings) -> dict[str, str]:
-    return {**os.environ, "ORDERSTREAM_HOME": str(settings.home), "DATABASE_URL": settings.db_url,
-            "KAFKA_BOOTSTRAP_SERVERS": settings.kafka_client_config()["bootstrap.servers"],
-            "INVENTORY_TOPIC": settings.inventory_topic, "DELIVERY_TOPIC": settings.delivery_topic,
-            "PRODUCE_CHUNK_SIZE": str(CHUNK), "PREFECT_API_URL": PREFECT_API_URL.value()}
-
-
 @pytest.mark.parametrize("db_url", ["postgresql"], indirect=True)  # one database: the time budget
 def test_kill_9_and_sigterm_at_random_points_lose_nothing_and_apply_each_event_once(settings, engine):
     seed = int(os.environ.get("KILL_SEED", random.randrange(1 << 30)))
@@ -69,7 +61,7 @@ def test_kill_9_and_sigterm_at_random_points_lose_nothing_and_apply_each_event_o
     with sessions.begin() as session:
         insert_stock(session, pd.DataFrame({"sku": SKUS, "warehouse_id": "main", "on_hand": 100_000}))
     settings.home.mkdir(parents=True, exist_ok=True)
-    env = producer_env(settings)
+    env = orderstream_env(settings, PRODUCE_CHUNK_SIZE=str(CHUNK))
 
     def produced() -> int:
         with sessions() as session:
@@ -153,7 +145,7 @@ def test_sigterm_mid_pass_finishes_the_batch_in_hand_and_exits_0(settings, engin
 
     log = settings.home / "produce.log"
     with log.open("w") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "orderstream", "produce"], env=producer_env(settings),
+        proc = subprocess.Popen([sys.executable, "-m", "orderstream", "produce"], env=orderstream_env(settings, PRODUCE_CHUNK_SIZE=str(CHUNK)),
                                 stdout=out, stderr=out)
     try:
         wait_until(lambda: produced() > 0 or proc.poll() is not None, 120, f"a first batch; output: {log}")
