@@ -60,12 +60,15 @@ class DeliveryReport:
                 self.failed.append((event_id, err.str()))
                 if err.fatal():
                     self.fatal = err
-            if self.acked + len(self.failed) >= self.sent:
+            if self._all_answered():
                 self._answered.notify_all()
 
     def expect(self, count: int) -> None:
         with self._lock:
             self.sent += count
+
+    def _all_answered(self) -> bool:  # under the lock
+        return self.acked + len(self.failed) >= self.sent
 
     @property
     def unanswered(self) -> int:
@@ -75,7 +78,7 @@ class DeliveryReport:
     def wait(self, timeout: float) -> bool:
         """Until every message is answered or `timeout` passed; True iff all were answered."""
         with self._answered:
-            return self._answered.wait_for(lambda: self.acked + len(self.failed) >= self.sent, timeout)
+            return self._answered.wait_for(self._all_answered, timeout)
 
     @property
     def failed_ids(self) -> set[str]:
@@ -130,9 +133,8 @@ class OrderProducer:
                         producer.poll(0.05)  # local queue full: let acks drain it
                 producer.poll(0)
         except KafkaException as exc:
-            error = exc.args[0]
-            if error.fatal():
-                raise FatalProducerError(f"the Kafka producer hit a fatal error and stopped: {error.str()}") from None
+            if exc.args[0].fatal():
+                raise _fatal(exc.args[0]) from None
             raise
         _raise_if_fatal(report)
 
@@ -151,6 +153,10 @@ class OrderProducer:
         return report
 
 
+def _fatal(error: KafkaError) -> FatalProducerError:
+    return FatalProducerError(f"the Kafka producer hit a fatal error and stopped: {error.str()}")
+
+
 def _raise_if_fatal(report: DeliveryReport) -> None:
     if report.fatal is not None:
-        raise FatalProducerError(f"the Kafka producer hit a fatal error and stopped: {report.fatal.str()}")
+        raise _fatal(report.fatal)
