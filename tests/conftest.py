@@ -34,6 +34,8 @@ def prefect_harness() -> Iterator[None]:
     """One throwaway Prefect API for the whole session, stopped before pytest closes its output."""
     from prefect.testing.utilities import prefect_test_harness
 
+    # The server's telemetry heartbeat only adds "database is locked" tracebacks to the output.
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     with prefect_test_harness(server_startup_timeout=120):
         yield
 

@@ -25,6 +25,7 @@ from __future__ import annotations
 import datetime as dt
 import gc
 import logging
+import os
 import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -134,7 +135,8 @@ class BatchConsumer:
                 "auto.offset.reset": "earliest",
                 "session.timeout.ms": SESSION_TIMEOUT_MS,
                 "heartbeat.interval.ms": HEARTBEAT_INTERVAL_MS,
-                "client.id": f"orderstream-{self.handler.role}",
+                # One id per process: `kafka-consumer-groups --describe` shows which member is which.
+                "client.id": f"orderstream-{self.handler.role}-{os.getpid()}",
                 "queued.max.messages.kbytes": self.settings.consume_prefetch_kbytes,
                 "on_commit": self._on_commit,
             }

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from functools import lru_cache
 from pathlib import Path
 
@@ -56,7 +57,14 @@ def make_engine(url: str) -> Engine:
         raise UserError(
             f"unsupported database {parsed.get_backend_name()!r}: use a sqlite:/// or postgresql:// URL"
         )
-    return create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=5)
+    # The process id in pg_stat_activity tells an operator which worker holds a lock.
+    return create_engine(
+        url,
+        pool_pre_ping=True,
+        pool_size=5,
+        max_overflow=5,
+        connect_args={"application_name": f"orderstream[{os.getpid()}]"},
+    )
 
 
 def session_factory(engine: Engine) -> sessionmaker[Session]:

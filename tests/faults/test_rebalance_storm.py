@@ -9,9 +9,11 @@
 - The slow handler is real product code held up by the database: the test locks the stock row
   of one SKU (`A-SLOW`, first in the consumer's lock order, so the stalled member holds no
   other stock row) and appends one event for it. The member whose batch takes that event
-  blocks inside its transaction for longer than `max.poll.interval.ms`; the broker evicts it,
-  its partitions move on, and its own offset commit fails once the lock is released. The new
-  owner re-reads that batch, and the ledger makes the replay a counted no-op.
+  blocks inside its transaction; the lock is held for longer than `max.poll.interval.ms` and
+  until that member (known by the process id in its PostgreSQL application name and its Kafka
+  client id) has left the group's member list. Its partitions move on, and its own offset
+  commit is refused once the lock is released. The new owner re-reads that batch, and the
+  ledger makes the replay a counted no-op.
 
 Ends with the audit: 0 lost, 0 applied twice.
 """
@@ -28,12 +30,14 @@ import time
 
 import pandas as pd
 import pytest
+from confluent_kafka.admin import AdminClient
 from sqlalchemy import func, select, text
 from sqlalchemy.orm import Session
 
 from orderstream.consumers import ConsumerStats, spawn_consumer
 from orderstream.db.engine import session_factory
 from orderstream.db.models import OrderEvent, ProcessedEvent, Stock
+from orderstream.ops.offsets import active_members
 from orderstream.source.repository import insert_stock
 from tests.faults.audit import NOW, Pipeline, audit, load_events, load_stock, make_events
 from tests.helpers import wait_until
@@ -51,10 +55,11 @@ SLOW_SKU = "A-SLOW"
 SLOW_AT_S = STORM_S * 3 // 4
 MEMBER_CONFIG = {"max.poll.interval.ms": MAX_POLL_MS}
 
-# Backends of the test's database waiting for a lock (the stalled member's transaction).
+# The application name (`orderstream[pid]`) of a backend of the test's database waiting for
+# a stock row lock: the stalled member's transaction.
 WAITING = text(
-    "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
-    "AND wait_event_type = 'Lock' AND query ILIKE '%FROM stock%' AND pid <> pg_backend_pid()"
+    "SELECT application_name FROM pg_stat_activity WHERE datname = current_database() "
+    "AND wait_event_type = 'Lock' AND query ILIKE '%FROM stock%' AND pid <> pg_backend_pid() LIMIT 1"
 )
 
 
@@ -116,13 +121,15 @@ def _pending(engine) -> int:
 
 class SlowHandler(threading.Thread):
     """Holds SKU A-SLOW's stock row locked until a member has blocked on it for longer than
-    `max.poll.interval.ms` (plus a margin), then releases it."""
+    `max.poll.interval.ms` (plus a margin) and has been evicted from the group, then releases it."""
 
-    def __init__(self, engine, hold_s: float) -> None:
+    def __init__(self, settings, engine, hold_s: float) -> None:
         super().__init__(name="slow-handler")
+        self.settings = settings
         self.engine = engine
         self.hold_s = hold_s
         self.locked = threading.Event()
+        self.stalled_pid: int | None = None
         self.blocked_s = 0.0
         self.error: BaseException | None = None
 
@@ -133,13 +140,22 @@ class SlowHandler(threading.Thread):
                 self.locked.set()
                 with Session(self.engine) as probe:
                     deadline = time.monotonic() + 120
-                    while not probe.scalar(WAITING):
+                    while not (waiter := probe.scalar(WAITING)):
                         if time.monotonic() > deadline:
                             raise AssertionError("no member blocked on the locked stock row within 120 s")
                         time.sleep(0.1)
                         probe.rollback()  # a fresh snapshot of pg_stat_activity
                 blocked_at = time.monotonic()
-                time.sleep(self.hold_s)  # the fault: the handler stalls this long
+                self.stalled_pid = int(waiter.removeprefix("orderstream[").removesuffix("]"))
+                client_id = f"orderstream-inventory-{self.stalled_pid}"
+                admin = AdminClient(self.settings.kafka_client_config())
+                group = self.settings.inventory_group
+                # The fault: the handler stalls beyond max.poll.interval.ms, until it is out of the group.
+                wait_until(
+                    lambda: time.monotonic() - blocked_at > self.hold_s
+                    and not any(m.startswith(f"{client_id}@") for m in active_members(admin, group)),
+                    120, f"member {client_id} is evicted from {group}", interval=0.5,
+                )
                 self.blocked_s = time.monotonic() - blocked_at
         except BaseException as exc:  # noqa: BLE001 - reported by the test
             self.error = exc
@@ -157,7 +173,7 @@ def test_rebalance_storm_with_a_member_stalled_beyond_max_poll_interval_loses_an
     with session_factory(engine).begin() as session:
         insert_stock(session, pd.DataFrame({"sku": [SLOW_SKU], "warehouse_id": ["main"], "on_hand": [100]}))
     members = Members(s)
-    slow = SlowHandler(engine, hold_s=MAX_POLL_MS / 1000 + 8)
+    slow = SlowHandler(s, engine, hold_s=MAX_POLL_MS / 1000 + 2)
     loaded, changes, sizes = 0, [], []
     started = time.monotonic()
     with Pipeline(s, duration_s=STORM_S + 20, chunk_size=1000, roles=("delivery",)) as pipeline:
@@ -198,16 +214,16 @@ def test_rebalance_storm_with_a_member_stalled_beyond_max_poll_interval_loses_an
     loaded += 1  # the slow event
     assert counts.produced == counts.applied == loaded
     assert len(changes) == STORM_S // CHANGE_EVERY_S
-    # The stall really went beyond max.poll.interval.ms: the broker had evicted the stalled
-    # member, so its offset commit after the stall was refused (UNKNOWN_MEMBER_ID). Whether it
-    # also saw librdkafka's MAX_POLL_EXCEEDED error depends on whether it polled again before
-    # it was scaled in, so that is only reported.
+    # The stall really went beyond max.poll.interval.ms and out of the group, so the stalled
+    # member's offset commit after it was refused (UNKNOWN_MEMBER_ID). Whether it also saw
+    # librdkafka's MAX_POLL_EXCEEDED error depends on whether it polled again before it was
+    # scaled in, so that is only reported.
     assert slow.blocked_s * 1000 > MAX_POLL_MS
     assert sum(st.commit_failures for st in stats) >= 1, [st.as_dict() for st in stats]
     assert counts.deduplicated >= 1  # the stalled batch was re-read by its partitions' next owner
     print(f"REBALANCE STORM seed={seed} events={loaded} changes={''.join(c[0] for c in changes)} "
           f"members={sizes} added={members.added} scaled_in={members.scaled_in} killed={members.killed} "
-          f"stall_s={slow.blocked_s:.1f} kafka_errors={sum(st.kafka_errors for st in stats)} "
+          f"stall_s={slow.blocked_s:.1f} stalled_pid={slow.stalled_pid} kafka_errors={sum(st.kafka_errors for st in stats)} "
           f"commit_failures={sum(st.commit_failures for st in stats)} "
           f"dup_in_topic={counts.duplicates_in_topic} deduplicated={counts.deduplicated} dlq={counts.dlq_records} "
           f"storm_s={storm_s:.0f}")
