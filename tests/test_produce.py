@@ -115,6 +115,7 @@ def test_broker_down_is_a_clear_error_and_moves_no_mark(settings, engine):
     assert outcomes(engine) == {"i1": None}
 
 
+@pytest.mark.fault  # also part of the fault suite (issue 8)
 def test_late_commits_are_never_skipped(settings, engine):
     """8 writers hold their transactions open 0-0.2 s while passes run; every row is produced."""
     sessions = session_factory(engine)

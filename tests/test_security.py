@@ -154,6 +154,7 @@ def test_secure_up_keeps_private_credentials_and_turns_on_scram_and_the_authoriz
     assert not list((secure_home.home / "kafka").rglob("format.args"))
 
 
+@pytest.mark.fault  # also part of the fault suite (issue 8)
 @pytest.mark.integration
 def test_up_again_keeps_the_broker_and_its_credentials_and_plain_up_is_refused(secure_home: Settings) -> None:
     before = load_credentials(secure_home)
@@ -190,6 +191,8 @@ def test_a_wrong_password_is_refused_and_writes_nothing(pipeline: Settings) -> N
     assert records_in(pipeline, pipeline.inventory_topic) == 0
 
 
+@pytest.mark.fault  # also part of the fault suite (issue 8)
+@pytest.mark.fault  # also part of the fault suite (issue 8)
 @pytest.mark.integration
 @pytest.mark.parametrize(
     ("principal", "target"),

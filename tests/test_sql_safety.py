@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-pytestmark = pytest.mark.unit
+pytestmark = [pytest.mark.unit, pytest.mark.fault]  # also the fault suite's SQL check (issue 8)
 
 ROOT = Path(__file__).resolve().parents[1]
 PRODUCT = ("orderstream", "flows", "tasks", "expectations")
