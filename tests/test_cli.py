@@ -70,3 +70,23 @@ def test_status_json_has_every_contract_key_without_a_broker(home):
                            "dead_lettered", "notifications", "consumer_lag", "reconciliation"}
     assert status["source"] == {"inventory": 0, "delivery": 0, "other": 0, "refused_duplicates": 0}
     assert status["consumer_lag"] == {"inventory": -1, "delivery": -1}
+
+
+@pytest.mark.unit
+def test_a_sqlite_database_locked_by_another_writer_says_so(tmp_path):
+    import sqlite3
+
+    from sqlalchemy import create_engine
+
+    from orderstream.db.engine import migrate
+    from orderstream.errors import UserError
+
+    path = tmp_path / "locked.db"
+    holder = sqlite3.connect(path, isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")  # another process's open write transaction
+    try:
+        with pytest.raises(UserError, match="stayed locked by another writer"):
+            migrate(create_engine(f"sqlite:///{path}", connect_args={"timeout": 0.1}))
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()

@@ -99,7 +99,13 @@ def migrate(engine: Engine) -> None:
             config.attributes["connection"] = conn
             command.upgrade(config, "head")
     except OperationalError as exc:
+        reason = str(exc.orig).strip().splitlines()[0]
+        where = engine.url.render_as_string(hide_password=True)
+        if "database is locked" in reason:  # SQLite's busy timeout ran out
+            raise UserError(
+                f"the database at {where} stayed locked by another writer for over a minute; "
+                "stop the process holding it or retry"
+            ) from None
         raise UserError(
-            f"cannot reach the database at {engine.url.render_as_string(hide_password=True)}: "
-            f"{str(exc.orig).strip().splitlines()[0]}. Check DATABASE_URL and that the server is running."
+            f"cannot reach the database at {where}: {reason}. Check DATABASE_URL and that the server is running."
         ) from None
