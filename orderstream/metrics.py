@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import logging
+import socket
 import time
+from collections.abc import Iterable
 
 from prometheus_client import Counter, Histogram, start_http_server
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import REGISTRY, Collector
 
+from orderstream.errors import UserError
 from orderstream.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -118,6 +121,24 @@ def serve(port: int, settings: Settings | None = None, role: str | None = None):
             REGISTRY.unregister(_lag_collector)
         _lag_collector = LagCollector(settings, role)
         REGISTRY.register(_lag_collector)
-    server, _thread = start_http_server(port, addr="127.0.0.1")
+    try:
+        server, _thread = start_http_server(port, addr="127.0.0.1")
+    except OSError as exc:
+        raise _port_taken(port, exc) from None
     log.info("metrics at http://127.0.0.1:%d/metrics", port)
     return server
+
+
+def ensure_ports_free(ports: Iterable[int]) -> None:
+    """Fail before starting anything if one of the metrics `ports` is taken."""
+    for port in ports:
+        with socket.socket() as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the metrics server binds
+            try:
+                probe.bind(("127.0.0.1", port))
+            except OSError as exc:
+                raise _port_taken(port, exc) from None
+
+
+def _port_taken(port: int, exc: OSError) -> UserError:
+    return UserError(f"cannot serve metrics on 127.0.0.1:{port}: {exc.strerror}; choose another --metrics-port")

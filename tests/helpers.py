@@ -45,11 +45,24 @@ def orderstream_env(settings: Settings, **extra: str) -> dict[str, str]:
     return settings.subprocess_env(**({"PREFECT_API_URL": api_url} if api_url else {}), **extra)
 
 
-def free_port() -> int:
-    """A port nobody listens on right now."""
+def free_port(span: int = 1) -> int:
+    """A port nobody listens on right now, and with `span`, the `span - 1` after it free too
+    (replicas serve metrics on port + i)."""
+    while True:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        if all(_bindable(port + i) for i in range(1, span)):
+            return port
+
+
+def _bindable(port: int) -> bool:
     with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
 
 
 def scrape(port: int) -> str:

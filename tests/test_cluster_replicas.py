@@ -108,7 +108,7 @@ def test_three_cli_replicas_on_a_three_node_cluster_share_the_work_and_apply_eac
         cli(s, "load", str(stock), "--stock")
         cli(s, "load", str(events))
 
-        port = free_port()
+        port = free_port(REPLICAS)
         ports = [port + i for i in range(REPLICAS)]
         log = tmp_path / "consume.log"
         with log.open("w") as out:

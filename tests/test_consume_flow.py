@@ -64,7 +64,7 @@ def test_the_consumer_flow_with_replicas_2_runs_two_group_members_in_one_flow_ru
 
     with session_factory(engine).begin() as session:
         insert_stock(session, pd.DataFrame([{"sku": "SKU-1", "warehouse_id": "main", "on_hand": "100000"}]))
-    port = free_port()
+    port = free_port(2)
     log = tmp_path / "flow.log"
     with log.open("w") as out:
         proc = subprocess.Popen([sys.executable, "-c", RUN_FLOW, str(port)], env=orderstream_env(settings),

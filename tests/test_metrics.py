@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
+from pathlib import Path
 
 import orjson
 import pytest
-from confluent_kafka import Producer
+from confluent_kafka import KafkaException, Producer
 from confluent_kafka.admin import AdminClient
 
 from orderstream.consumers import run_consumer
@@ -59,24 +62,21 @@ def test_metrics_count_processed_messages_and_report_lag(settings, engine):
     assert not worker.is_alive()
 
 
-def test_replicas_are_separate_group_members_with_their_own_metrics(settings, engine):
-    port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "orderstream", "consume", "inventory", "--replicas", "3",
-                             "--metrics-port", str(port)], env=orderstream_env(settings),
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+def test_replicas_are_separate_group_members_with_their_own_metrics(settings, engine, tmp_path):
+    port = free_port(3)
+    log = tmp_path / "consume.log"  # a file, not a pipe nobody reads while waiting: a full pipe blocks the logger
+    with log.open("w") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "orderstream", "consume", "inventory", "--replicas", "3",
+                                 "--metrics-port", str(port)], env=orderstream_env(settings),
+                                stdout=subprocess.DEVNULL, stderr=out, text=True)
     try:
         admin = AdminClient(settings.kafka_client_config())
-
-        def members() -> int:
-            group = admin.describe_consumer_groups([settings.inventory_group])[settings.inventory_group].result()
-            return len(group.members)
-
-        wait_until(lambda: members() == 3, 180, "3 members in the group")
+        wait_until(lambda: _members(admin, settings.inventory_group) == 3, 180, f"3 members in the group; their log: {log}")
         assert all(wait_until(lambda p=p: scrape(p), 30, f"metrics on {p}") for p in (port, port + 1, port + 2))
     finally:
         proc.send_signal(signal.SIGTERM)
-        _, err = proc.communicate(timeout=120)
-    assert proc.returncode == 0, err[-2000:]
+        proc.wait(timeout=120)
+    assert proc.returncode == 0, log.read_text()[-2000:]
 
 
 @pytest.mark.unit
@@ -91,3 +91,52 @@ def test_producer_delivery_errors_are_counted_per_topic(settings):
     for topic, n in unacknowledged.items():
         assert metrics.delivery_errors.labels(topic)._value.get() == n
     assert metrics.produced.labels(settings.inventory_topic)._value.get() == 4
+
+
+def test_a_taken_metrics_port_is_one_line_and_starts_no_replica(settings, engine, tmp_path):
+    port = free_port(2)
+    with socket.socket() as taken:  # another program already serves on the second replica's port
+        taken.bind(("127.0.0.1", port + 1))
+        taken.listen()
+        result = subprocess.run([sys.executable, "-m", "orderstream", "consume", "inventory", "--replicas", "2",
+                                 "--metrics-port", str(port)], env=orderstream_env(settings),
+                                capture_output=True, text=True, timeout=180)
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert f"cannot serve metrics on 127.0.0.1:{port + 1}" in result.stderr and "--metrics-port" in result.stderr
+    assert "Traceback" not in result.stderr
+    admin = AdminClient(settings.kafka_client_config())
+    assert _members(admin, settings.inventory_group) == 0
+
+
+def test_a_replica_that_dies_stops_the_others_and_the_command_fails(settings, engine, tmp_path):
+    log = tmp_path / "consume.log"
+    with log.open("w") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "orderstream", "consume", "inventory", "--replicas", "2"],
+                                env=orderstream_env(settings), stdout=subprocess.DEVNULL, stderr=out, text=True)
+    try:
+        admin = AdminClient(settings.kafka_client_config())
+        wait_until(lambda: _members(admin, settings.inventory_group) == 2, 180, f"2 members; their log: {log}")
+        victim = _replica_pids(proc.pid)[0]
+        os.kill(victim, signal.SIGKILL)
+        proc.wait(timeout=120)  # the survivor is stopped and the command ends by itself
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+    err = log.read_text()
+    assert proc.returncode == 2, err[-2000:]
+    assert "1 of 2 inventory consumer replicas failed" in err and f"exit code {-signal.SIGKILL}" in err
+    assert "Traceback" not in err
+
+
+def _members(admin: AdminClient, group: str) -> int:
+    try:
+        return len(admin.describe_consumer_groups([group])[group].result().members)
+    except KafkaException:  # e.g. NOT_COORDINATOR while the group is being created: ask again
+        return 0
+
+
+def _replica_pids(parent: int) -> list[int]:
+    """The consumer processes `parent` spawned (not multiprocessing's resource tracker)."""
+    children = Path(f"/proc/{parent}/task/{parent}/children").read_text().split()
+    return [int(pid) for pid in children if b"spawn_main" in Path(f"/proc/{pid}/cmdline").read_bytes()]

@@ -153,6 +153,10 @@ def run_replicas(
     """
     if n < 1:
         raise UserError("--replicas must be at least 1")
+    if metrics_port is not None:
+        from orderstream import metrics
+
+        metrics.ensure_ports_free(range(metrics_port, metrics_port + n))
     ctx = multiprocessing.get_context("spawn")
     stop = ctx.Event()
     results = ctx.Queue()
@@ -177,6 +181,9 @@ def run_replicas(
             except queue.Empty:
                 if not any(p.is_alive() for p in processes):
                     break
+            if not stop.is_set() and any(p.exitcode not in (None, 0) for p in processes):
+                log.error("a %s consumer replica failed: stopping the others", role)
+                stop.set()  # all of them or none: a silently shrunken group helps nobody
         for p in processes:
             p.join()
     finally:
