@@ -406,6 +406,7 @@ def test_a_full_horizon_leaves_the_delivery_requested(settings, engine):
     assert len(notifications(engine)) == 5  # 3 requested + 2 scheduled
 
 
+@pytest.mark.fault  # also part of the fault suite (issue 8)
 def test_illegal_transitions_are_recorded_and_dead_lettered(settings, engine):
     produce(settings, settings.delivery_topic, [
         dlv("x1", "o1", "dispatched"),                       # no delivery
