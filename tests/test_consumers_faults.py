@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 import random
 import signal
@@ -14,10 +15,11 @@ import pytest
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from orderstream.consumers import run_consumer, spawn_consumer
+from orderstream.consumers import ConsumerStats, run_consumer, spawn_consumer
 from orderstream.db.models import DeliveryCapacity, DeliveryHistory, Notification
 from tests.helpers import wait_until
 from tests.test_consumers import (
+    committed_offsets,
     counter,
     deliveries,
     dlv,
@@ -166,19 +168,25 @@ def test_postgres_crashing_mid_stream_loses_and_duplicates_nothing(settings, eng
     events = [inv(f"p{i}", f"o{rng.randrange(500)}", rng.choice(SKUS), rng.randint(1, 4)) for i in range(6000)]
     done = threading.Event()
     feeder = _stream(settings, events, chunk=300, pause_s=0.2, done=done)
-    proc = spawn_consumer(settings, "inventory", drain=False)
+    results = multiprocessing.get_context("spawn").Queue()
+    proc = spawn_consumer(settings, "inventory", drain=False, results=results)
     try:
         wait_until(lambda: ledger_count(engine, settings.inventory_group) > 0, 120, "consumer under way")
         server.kill()  # mid-stream: the consumer's open transaction dies with it
-        time.sleep(3)  # an outage of a few seconds, during which the stream goes on
+        time.sleep(2)  # the commit of the last batch made durable before the crash is answered
+        frozen = committed_offsets(settings, "inventory")
+        time.sleep(3)  # the outage goes on, and so does the stream
         assert proc.is_alive(), "the consumer rides out the outage"
+        assert committed_offsets(settings, "inventory") == frozen, "an offset was committed while the database was down"
         server.start()
         engine.dispose()
         wait_until(lambda: ledger_count(engine, settings.inventory_group) == len(events), 180,
                    "the consumer catches up after the outage")
         os.kill(proc.pid, signal.SIGTERM)
+        stats = ConsumerStats.from_dict(results.get(timeout=60))
         proc.join(60)
         assert proc.exitcode == 0
+        assert stats.retries >= 1, "the consumer never retried a batch during the outage"
     finally:
         server.start()
         done.wait(120)
@@ -186,4 +194,5 @@ def test_postgres_crashing_mid_stream_loses_and_duplicates_nothing(settings, eng
         if proc.is_alive():
             proc.kill()
     _assert_each_event_took_effect_once(settings, engine, events, on_hand)
-    print(f"POSTGRES CRASH events={len(events)} crashes=1 deduplicated={counter(engine, settings.inventory_group)} dlq=0")
+    print(f"POSTGRES CRASH events={len(events)} crashes=1 retries={stats.retries} "
+          f"deduplicated={counter(engine, settings.inventory_group)} dlq=0")
