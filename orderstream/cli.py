@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import signal
 import sys
 from enum import Enum
 from pathlib import Path
@@ -297,3 +299,18 @@ def main() -> None:
         sys.exit(2)
     except KeyboardInterrupt:
         sys.exit(130)
+    except BaseException as exc:
+        if not _prefect_termination(exc):
+            raise
+        # SIGTERM while Prefect's engine was starting or ending a flow run, outside the flow body
+        # whose own handler finishes the batch in hand: no batch was in progress. End the way
+        # SIGTERM's default action would, without a traceback.
+        console.print("stopped by SIGTERM while a flow run was starting or ending; no batch was in progress")
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+
+def _prefect_termination(exc: BaseException) -> bool:
+    """Prefect's TerminationSignal (possible only once Prefect has been imported)."""
+    exceptions = sys.modules.get("prefect.exceptions")
+    return exceptions is not None and isinstance(exc, exceptions.TerminationSignal)

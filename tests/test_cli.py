@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 import subprocess
 import sys
 
@@ -90,3 +91,21 @@ def test_a_sqlite_database_locked_by_another_writer_says_so(tmp_path):
     finally:
         holder.execute("ROLLBACK")
         holder.close()
+
+
+@pytest.mark.unit
+def test_sigterm_while_prefect_starts_a_flow_run_ends_like_sigterm_without_a_traceback(home):
+    # Prefect's engine turns a SIGTERM that arrives before the flow body into TerminationSignal.
+    code = (
+        "import orderstream.cli as cli\n"
+        "from prefect.exceptions import TerminationSignal\n"
+        "def starting_flow_run():\n"
+        "    raise TerminationSignal(signal=15)\n"
+        "cli.app = starting_flow_run\n"
+        "cli.main()\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], env=orderstream_env(home),
+                            capture_output=True, text=True, timeout=180)
+    assert result.returncode == -signal.SIGTERM
+    assert "stopped by SIGTERM" in result.stdout + result.stderr
+    assert "Traceback" not in result.stdout + result.stderr
