@@ -15,6 +15,8 @@ from typing import TypeVar
 
 import pytest
 
+from orderstream.errors import UserError
+from orderstream.metrics import ensure_ports_free
 from orderstream.settings import Settings
 
 T = TypeVar("T")
@@ -52,17 +54,11 @@ def free_port(span: int = 1) -> int:
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
             port = s.getsockname()[1]
-        if all(_bindable(port + i) for i in range(1, span)):
-            return port
-
-
-def _bindable(port: int) -> bool:
-    with socket.socket() as s:
         try:
-            s.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
+            ensure_ports_free(range(port + 1, port + span))
+        except UserError:
+            continue
+        return port
 
 
 def scrape(port: int) -> str:

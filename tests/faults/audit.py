@@ -178,6 +178,18 @@ def load_events(engine, rows: list[dict]) -> None:
         insert_events(session, pd.DataFrame.from_records(rows))
 
 
+def produced_count(engine) -> int:
+    """Source rows the producer has marked produced."""
+    with Session(engine) as s:
+        return s.scalar(select(func.count()).where(OrderEvent.outcome == "produced"))
+
+
+def pending_count(engine) -> int:
+    """Source rows the producer has not handled yet."""
+    with Session(engine) as s:
+        return s.scalar(select(func.count()).where(OrderEvent.outcome.is_(None)))
+
+
 def load_stock(engine, on_hand: int = 1_000_000) -> None:
     import pandas as pd
 

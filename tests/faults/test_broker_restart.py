@@ -14,12 +14,18 @@ import signal
 import time
 
 import pytest
-from sqlalchemy import func, select
-from sqlalchemy.orm import Session
 
-from orderstream.db.models import OrderEvent
 from orderstream.stack.local import down, kill_node, start_node, status, up
-from tests.faults.audit import Pipeline, audit, load_events, load_stock, make_events, own_home
+from tests.faults.audit import (
+    Pipeline,
+    audit,
+    load_events,
+    load_stock,
+    make_events,
+    own_home,
+    pending_count,
+    produced_count,
+)
 from tests.helpers import wait_until
 
 # Minutes of real faults at full size: pyproject's 10-minute guard is too tight on a slow 2-core machine.
@@ -42,14 +48,6 @@ def own_broker(settings, tmp_path):
         down(s)
 
 
-def _produced(engine) -> int:
-    with Session(engine) as s:
-        return s.scalar(select(func.count()).where(OrderEvent.outcome == "produced"))
-
-
-def _pending(engine) -> int:
-    with Session(engine) as s:
-        return s.scalar(select(func.count()).where(OrderEvent.outcome.is_(None)))
 
 
 @pytest.mark.parametrize("db_url", ["postgresql"], indirect=True)
@@ -64,7 +62,7 @@ def test_hard_killed_and_restarted_broker_mid_stream_loses_and_duplicates_nothin
             load_events(engine, make_events(rng, loaded, per_wave))
             loaded += per_wave
             if wave in (3, 7):  # mid-stream: the producer has a backlog, consumers are busy
-                wait_until(lambda: _produced(engine) > 0, 60, "production under way")
+                wait_until(lambda: produced_count(engine) > 0, 60, "production under way")
                 assert kill_node(s, 1, hard=True)
                 time.sleep(rng.uniform(2, 5))  # the broker is dead for a while; events keep arriving
                 load_events(engine, make_events(rng, loaded, per_wave))
@@ -72,7 +70,7 @@ def test_hard_killed_and_restarted_broker_mid_stream_loses_and_duplicates_nothin
                 start_node(s, 1)
                 restarts += 1
             time.sleep(1.0)
-        wait_until(lambda: _pending(engine) == 0, 120, "the producer catches up by itself after the restarts")
+        wait_until(lambda: pending_count(engine) == 0, 120, "the producer catches up by itself after the restarts")
     assert not pipeline.errors, pipeline.errors
     counts = audit(s, engine)
     assert counts.produced == counts.applied == loaded
@@ -101,7 +99,7 @@ def test_broker_frozen_beyond_the_message_timeout_has_its_messages_resent_from_t
                 time.sleep(8)  # > message.timeout.ms (5 s): in-flight messages time out
                 os.kill(pid, signal.SIGCONT)
                 time.sleep(4)
-            wait_until(lambda: _pending(engine) == 0, 120, "every timed-out message re-sent from the source")
+            wait_until(lambda: pending_count(engine) == 0, 120, "every timed-out message re-sent from the source")
         assert not pipeline.errors, pipeline.errors
         counts = audit(s, engine)
         assert counts.produced == counts.applied == loaded

@@ -16,7 +16,7 @@ import random
 import time
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from flows.produce import produce_orders
@@ -24,7 +24,16 @@ from orderstream.db.models import OrderEvent
 from orderstream.errors import UserError
 from orderstream.kafka.lag import admin_client
 from orderstream.stack.local import down, kill_node, leader_of, start_node, up
-from tests.faults.audit import Pipeline, audit, load_events, load_stock, make_events, own_home
+from tests.faults.audit import (
+    Pipeline,
+    audit,
+    load_events,
+    load_stock,
+    make_events,
+    own_home,
+    pending_count,
+    produced_count,
+)
 from tests.helpers import wait_until
 
 # Minutes of real faults at full size: pyproject's 10-minute guard is too tight on a slow 2-core machine.
@@ -39,14 +48,6 @@ def _outcomes(engine, ids: list[str]) -> dict[str, str | None]:
         return dict(s.execute(select(OrderEvent.event_id, OrderEvent.outcome).where(OrderEvent.event_id.in_(ids))).all())
 
 
-def _produced(engine) -> int:
-    with Session(engine) as s:
-        return s.scalar(select(func.count()).where(OrderEvent.outcome == "produced"))
-
-
-def _pending(engine) -> int:
-    with Session(engine) as s:
-        return s.scalar(select(func.count()).where(OrderEvent.outcome.is_(None)))
 
 
 def _in_sync(settings, replicas: int) -> bool:
@@ -73,19 +74,19 @@ def test_leader_restarts_lose_nothing_and_two_nodes_down_move_no_progress_mark(s
             for cycle in range(RESTARTS):
                 load_events(engine, make_events(rng, loaded, per_cycle * 7 // 10))
                 loaded += per_cycle * 7 // 10
-                wait_until(lambda: _produced(engine) > loaded - per_cycle * 7 // 10, 300,
+                wait_until(lambda: produced_count(engine) > loaded - per_cycle * 7 // 10, 300,
                            f"cycle {cycle}: production of the new backlog under way", interval=0.01)
                 time.sleep(rng.uniform(0.0, 0.5))  # mid-batch
                 leader = leader_of(s, s.inventory_topic, cycle % s.topic_partitions)
                 assert leader > 0
-                backlog_at_kill.append(_pending(engine))
+                backlog_at_kill.append(pending_count(engine))
                 kill_node(s, leader, hard=True)
                 load_events(engine, make_events(rng, loaded, per_cycle - per_cycle * 7 // 10))
                 loaded += per_cycle - per_cycle * 7 // 10
                 time.sleep(2)  # the fault: the node stays dead for 2 s while the stream goes on
                 start_node(s, leader)
                 restarts.append(leader)
-            wait_until(lambda: _pending(engine) == 0, 600, "the producer catches up after the leader restarts")
+            wait_until(lambda: pending_count(engine) == 0, 600, "the producer catches up after the leader restarts")
         assert not pipeline.errors, pipeline.errors
         assert sum(1 for n in backlog_at_kill if n > 0) >= RESTARTS - 1, f"kills mid-stream: {backlog_at_kill}"
         counts = audit(s, engine)

@@ -16,13 +16,10 @@ import time
 
 import pandas as pd
 import pytest
-from sqlalchemy import func, select
-from sqlalchemy.orm import Session
 
 from orderstream.db.engine import session_factory
-from orderstream.db.models import OrderEvent
 from orderstream.source.repository import insert_events
-from tests.faults.audit import Pipeline, audit, load_stock, make_events
+from tests.faults.audit import Pipeline, audit, load_stock, make_events, pending_count, produced_count
 from tests.helpers import wait_until
 
 pytestmark = pytest.mark.fault
@@ -33,14 +30,6 @@ ROWS = 20  # per transaction
 HOLD_S = (0.0, 2.0)
 
 
-def _produced(engine) -> int:
-    with Session(engine) as s:
-        return s.scalar(select(func.count()).where(OrderEvent.outcome == "produced"))
-
-
-def _pending(engine) -> int:
-    with Session(engine) as s:
-        return s.scalar(select(func.count()).where(OrderEvent.outcome.is_(None)))
 
 
 def test_rows_committed_late_by_concurrent_writers_are_all_produced_once(settings, engine, db_url):
@@ -59,9 +48,9 @@ def test_rows_committed_late_by_concurrent_writers_are_all_produced_once(setting
                 with sessions.begin() as session:
                     insert_events(session, pd.DataFrame.from_records(rows))
                     # (On SQLite the probe would wait for this very transaction's write lock.)
-                    produced_at_start = None if sqlite else _produced(engine)
+                    produced_at_start = None if sqlite else produced_count(engine)
                     time.sleep(rng.uniform(*HOLD_S))  # the late commit
-                    if produced_at_start is not None and _produced(engine) > produced_at_start:
+                    if produced_at_start is not None and produced_count(engine) > produced_at_start:
                         overtaken.append(n)
                 written.extend(r["event_id"] for r in rows)
         except BaseException as exc:  # noqa: BLE001 - reported by the test
@@ -79,7 +68,7 @@ def test_rows_committed_late_by_concurrent_writers_are_all_produced_once(setting
         assert not any(t.is_alive() for t in writers), "a writer is still running"
         assert not errors, errors
         assert not pipeline.producer_done(0), "the continuous producer ended before the writers did"
-        wait_until(lambda: _pending(engine) == 0, 120, "the continuous producer sends every late row")
+        wait_until(lambda: pending_count(engine) == 0, 120, "the continuous producer sends every late row")
     assert not pipeline.errors, pipeline.errors
     total = WRITERS * TRANSACTIONS * ROWS
     assert len(written) == total

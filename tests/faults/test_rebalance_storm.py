@@ -39,7 +39,7 @@ from orderstream.db.engine import session_factory
 from orderstream.db.models import OrderEvent, ProcessedEvent, Stock
 from orderstream.ops.offsets import active_members
 from orderstream.source.repository import insert_stock
-from tests.faults.audit import NOW, Pipeline, audit, load_events, load_stock, make_events
+from tests.faults.audit import NOW, Pipeline, audit, load_events, load_stock, make_events, pending_count
 from tests.helpers import wait_until
 
 # Minutes of real faults at full size: pyproject's 10-minute guard is too tight on a slow 2-core machine.
@@ -114,10 +114,6 @@ class Members:
         assert [p.exitcode for p in self.stopping] == [0] * len(self.stopping), "a member stopped with an error"
         return stats
 
-
-def _pending(engine) -> int:
-    with Session(engine) as s:
-        return s.scalar(select(func.count()).where(OrderEvent.outcome.is_(None)))
 
 
 class SlowHandler(threading.Thread):
@@ -203,7 +199,7 @@ def test_rebalance_storm_with_a_member_stalled_beyond_max_poll_interval_loses_an
                 time.sleep(max(0.0, started + tick - time.monotonic()))
             slow.join(120)
             assert slow.error is None, slow.error
-            wait_until(lambda: _pending(engine) == 0, 180, "the producer has sent every source row")
+            wait_until(lambda: pending_count(engine) == 0, 180, "the producer has sent every source row")
             # Lag reaches 0 with the storm's last members still in the group.
             wait_until(lambda: _ledger(engine, s.inventory_group) >= _routed(engine, "inventory"), 240,
                        "the remaining members apply every inventory event")
