@@ -5,23 +5,24 @@ from __future__ import annotations
 from prefect import flow
 
 from orderstream.consumers import run_consumer, run_replicas
-from orderstream.settings import Settings
+from orderstream.runtime import settings_for
+from orderstream.stack.secure import CONSUMER_PRINCIPALS
 
 
-def _consume(role: str, settings: Settings | None, drain: bool, replicas: int, metrics_port: int | None):
-    settings = settings or Settings()
+def _consume(role: str, drain: bool, replicas: int, metrics_port: int | None):
+    settings = settings_for(CONSUMER_PRINCIPALS[role])
     if replicas > 1:
         return run_replicas(settings, role, replicas, drain=drain, metrics_port=metrics_port)
     return run_consumer(settings, role, drain=drain, metrics_port=metrics_port)
 
 
 @flow(name="inventory_data_consumer")
-def inventory_data_consumer(settings: Settings | None = None, drain: bool = False, replicas: int = 1, metrics_port: int | None = None):
+def inventory_data_consumer(drain: bool = False, replicas: int = 1, metrics_port: int | None = None):
     """Reserve stock for inventory events (group `inventory`)."""
-    return _consume("inventory", settings, drain, replicas, metrics_port)
+    return _consume("inventory", drain, replicas, metrics_port)
 
 
 @flow(name="delivery_data_consumer")
-def delivery_data_consumer(settings: Settings | None = None, drain: bool = False, replicas: int = 1, metrics_port: int | None = None):
+def delivery_data_consumer(drain: bool = False, replicas: int = 1, metrics_port: int | None = None):
     """Schedule deliveries and move their statuses (group `delivery`)."""
-    return _consume("delivery", settings, drain, replicas, metrics_port)
+    return _consume("delivery", drain, replicas, metrics_port)

@@ -7,9 +7,8 @@ import logging
 from prefect import flow, get_run_logger
 from prefect.exceptions import MissingContextError
 
-from orderstream.db.engine import make_engine, migrate, session_factory
 from orderstream.notify import NotifyIncomplete, NotifyReport, make_transport, send_queued
-from orderstream.settings import Settings
+from orderstream.runtime import open_runtime
 
 _MAX_LOGGED_FAILURES = 20
 
@@ -22,16 +21,15 @@ def _logger() -> logging.Logger | logging.LoggerAdapter:
 
 
 @flow(name="notify_customers")
-def notify_customers(settings: Settings | None = None, limit: int | None = None) -> NotifyReport:
+def notify_customers(limit: int | None = None) -> NotifyReport:
     """Deliver queued notifications; raises NotifyIncomplete if the mail server stayed down."""
-    settings = settings or Settings()
+    runtime = open_runtime()
+    settings = runtime.settings
     log = _logger()
-    engine = make_engine(settings.db_url)
-    migrate(engine)
     transport = make_transport(settings)
     log.info("sending queued notifications via %s", transport.describe())
     try:
-        report = send_queued(session_factory(engine), settings, limit=limit, transport=transport)
+        report = send_queued(runtime.sessions, settings, limit=limit, transport=transport)
     except NotifyIncomplete as exc:
         _log_report(log, exc.report)
         log.error("%s", exc)

@@ -6,20 +6,18 @@ import orjson
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_table_artifact
 
-from orderstream.db.engine import make_engine, migrate, session_factory
 from orderstream.db.models import ReconciliationRun
 from orderstream.reconcile import Reconciliation, reconcile
-from orderstream.settings import Settings
+from orderstream.runtime import open_runtime
+from orderstream.stack.secure import ADMIN
 from orderstream.status import broker_view
 
 
 @flow(name="reconcile")
-def reconcile_pipeline(settings: Settings | None = None) -> Reconciliation:
-    settings = settings or Settings()
+def reconcile_pipeline() -> Reconciliation:
+    runtime = open_runtime(ADMIN)
+    settings, sessions = runtime.settings, runtime.sessions
     log = get_run_logger()
-    engine = make_engine(settings.db_url)
-    migrate(engine)
-    sessions = session_factory(engine)
     _, ends = broker_view(settings)
     with sessions.begin() as session:
         result = reconcile(session, settings, ends)

@@ -13,17 +13,16 @@ from typing import Literal
 
 from prefect import flow
 
-from orderstream.db.engine import make_engine, migrate, session_factory
 from orderstream.ops import offsets, replay, revalidate
 from orderstream.ops.common import markdown_table, publish_markdown, publish_table, run_logger
-from orderstream.settings import Settings
+from orderstream.runtime import open_runtime, settings_for
+from orderstream.stack.secure import ADMIN
 
 Role = Literal["inventory", "delivery"]
 
 
 @flow(name="replay_dead_letters")
 def replay_dead_letters(
-    settings: Settings | None = None,
     role: Role = "inventory",
     limit: int | None = None,
     from_beginning: bool = False,
@@ -34,10 +33,8 @@ def replay_dead_letters(
     as dead-lettered are applied, through the consumer's handler, one transaction per batch.
     `limit` caps the dead letters read; `from_beginning` re-reads the whole DLQ (after a code fix).
     """
-    settings = settings or Settings()
-    engine = make_engine(settings.db_url)
-    migrate(engine)
-    report = replay.replay_dead_letters(settings, engine, role, limit=limit, from_beginning=from_beginning)
+    runtime = open_runtime(ADMIN)
+    report = replay.replay_dead_letters(runtime.settings, runtime.engine, role, limit=limit, from_beginning=from_beginning)
     publish_table(
         "replay-dead-letters",
         [
@@ -57,7 +54,6 @@ def replay_dead_letters(
 
 @flow(name="revalidate_quarantine")
 def revalidate_quarantine(
-    settings: Settings | None = None,
     corrections: str | None = None,
     produce: bool = False,
 ) -> revalidate.RevalidateReport:
@@ -66,15 +62,13 @@ def revalidate_quarantine(
 
     `produce=True` runs that produce pass now (it sends every pending row, not only these).
     """
-    settings = settings or Settings()
-    engine = make_engine(settings.db_url)
-    migrate(engine)
+    runtime = open_runtime()
     path = Path(corrections).expanduser() if corrections else None
-    report = revalidate.revalidate_quarantine(settings, session_factory(engine), path)
+    report = revalidate.revalidate_quarantine(runtime.settings, runtime.sessions, path)
     if produce and report.released:
         from flows.produce import produce_orders
 
-        report.produced = asdict(produce_orders(settings).counts)
+        report.produced = asdict(produce_orders().counts)
     elif produce:
         run_logger(__name__).info("nothing released: no produce pass needed")
     rows = [
@@ -97,7 +91,6 @@ def revalidate_quarantine(
 
 @flow(name="reconsume_from_timestamp")
 def reconsume_from_timestamp(
-    settings: Settings | None = None,
     role: Role = "inventory",
     timestamp: str | None = None,
     dry_run: bool = False,
@@ -108,8 +101,7 @@ def reconsume_from_timestamp(
     Refused while the group has active members. Re-read events that already took effect are
     counted no-ops (the processed-events ledger).
     """
-    settings = settings or Settings()
-    reset = offsets.reset_offsets_to_timestamp(settings, role, timestamp, dry_run=dry_run)
+    reset = offsets.reset_offsets_to_timestamp(settings_for(ADMIN), role, timestamp, dry_run=dry_run)
     publish_table(
         "reconsume-from-timestamp",
         [

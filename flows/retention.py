@@ -6,15 +6,14 @@ from dataclasses import asdict
 
 from prefect import flow
 
-from orderstream.db.engine import make_engine, migrate, session_factory
 from orderstream.ops import retention
 from orderstream.ops.common import publish_table
-from orderstream.settings import Settings
+from orderstream.runtime import open_runtime
+from orderstream.stack.secure import ADMIN
 
 
 @flow(name="retention_cleanup")
 def retention_cleanup(
-    settings: Settings | None = None,
     source_max_age_days: float = 30,
     ledger_max_age_days: float | None = None,
 ) -> retention.RetentionReport:
@@ -22,12 +21,10 @@ def retention_cleanup(
     ledger entries whose message Kafka can no longer deliver (older than the topic's
     `retention.ms` + 1 day, or `ledger_max_age_days`, and below the log start offset).
     Never deletes anything not yet reconciled; see `orderstream.ops.retention`."""
-    settings = settings or Settings()
-    engine = make_engine(settings.db_url)
-    migrate(engine)
+    runtime = open_runtime(ADMIN)
     report = retention.retention_cleanup(
-        settings,
-        session_factory(engine),
+        runtime.settings,
+        runtime.sessions,
         source_max_age_days=source_max_age_days,
         ledger_max_age_days=ledger_max_age_days,
     )

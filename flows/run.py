@@ -8,10 +8,14 @@ from prefect import flow
 
 from flows.consume import delivery_data_consumer, inventory_data_consumer
 from flows.notify import notify_customers
-from flows.produce import PassReport, produce_orders
+from flows.produce import produce_orders
 from flows.reconcile import reconcile_pipeline
+from orderstream.notify import NotifyReport
+from orderstream.producer.pipeline import PassReport
 from orderstream.reconcile import Reconciliation
+from orderstream.runtime import settings_for
 from orderstream.settings import Settings
+from orderstream.stack.secure import ADMIN
 
 
 @dataclass
@@ -19,16 +23,15 @@ class RunOutcome:
     settings: Settings
     produced: PassReport
     reconciliation: Reconciliation
-    notifications: object
+    notifications: NotifyReport
 
 
 @flow(name="orderstream_run")
-def run_pipeline(settings: Settings | None = None) -> RunOutcome:
+def run_pipeline() -> RunOutcome:
     """Produce everything new, drain both consumers, reconcile, then notify customers."""
-    settings = settings or Settings()
-    produced = produce_orders(settings)
-    inventory_data_consumer(settings, drain=True)
-    delivery_data_consumer(settings, drain=True)
-    reconciliation = reconcile_pipeline(settings)
-    notifications = notify_customers(settings)
-    return RunOutcome(settings, produced, reconciliation, notifications)
+    produced = produce_orders()
+    inventory_data_consumer(drain=True)
+    delivery_data_consumer(drain=True)
+    reconciliation = reconcile_pipeline()
+    notifications = notify_customers()
+    return RunOutcome(settings_for(ADMIN), produced, reconciliation, notifications)

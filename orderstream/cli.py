@@ -16,6 +16,7 @@ from orderstream.console import console, progress
 from orderstream.errors import UserError
 from orderstream.preflight import check_all, check_database
 from orderstream.prefect_runs import local_flow_runs, prepare_prefect
+from orderstream.runtime import settings_for
 from orderstream.settings import KAFKA_VERSION, Settings
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False, help="Real-time order pipeline on Apache Kafka.")
@@ -35,16 +36,6 @@ class LogFormat(str, Enum):
 
 def settings() -> Settings:
     return Settings()
-
-
-def client_settings(principal: str) -> Settings:
-    """Settings for one role's clients: on a local `--secure` stack, logged in as its principal."""
-    from orderstream.stack import local, secure
-
-    s = settings()
-    if s.kafka_bootstrap_servers is None and local.status(s).secure:
-        return secure.secure_client_settings(s, principal)
-    return s
 
 
 @app.callback()
@@ -164,14 +155,15 @@ def produce(
     """Run the produce flow: one pass over everything new, or keep polling."""
     from flows.produce import produce_orders
     from orderstream.lifecycle import install_signal_handlers
+    from orderstream.producer.pipeline import watching_progress
     from orderstream.stack.secure import PRODUCER
 
     install_signal_handlers()
-    s = client_settings(PRODUCER)
+    s = settings_for(PRODUCER)
     check_all(s)
-    with progress("producing", None) as advance, local_flow_runs():
-        report = produce_orders(s, continuous=continuous, chunk_size=chunk_size, duration_s=duration,
-                                metrics_port=metrics_port, on_progress=advance)
+    with progress("producing", None) as advance, watching_progress(advance), local_flow_runs():
+        report = produce_orders(continuous=continuous, chunk_size=chunk_size, duration_s=duration,
+                                metrics_port=metrics_port)
     c = report.counts
     typer.echo(
         f"produced {c.produced_inventory} inventory and {c.produced_delivery} delivery events in {report.batches} "
@@ -192,7 +184,7 @@ def consume(
     from orderstream.stack.secure import CONSUMER_PRINCIPALS
 
     install_signal_handlers()
-    s = client_settings(CONSUMER_PRINCIPALS[role.value])
+    s = settings_for(CONSUMER_PRINCIPALS[role.value])
     check_all(s)
     if replicas > 1:
         run_replicas(s, role.value, replicas, drain=drain, metrics_port=metrics_port)
@@ -207,10 +199,10 @@ def reconcile() -> None:
     from flows.reconcile import reconcile_pipeline
     from orderstream.stack.secure import ADMIN
 
-    s = client_settings(ADMIN)
+    s = settings_for(ADMIN)
     check_database(s)
     with local_flow_runs():
-        result = reconcile_pipeline(s)
+        result = reconcile_pipeline()
     typer.echo(orjson.dumps(result.as_dict(), option=orjson.OPT_INDENT_2).decode())
     raise typer.Exit(0 if result.ok else 1)
 
@@ -234,10 +226,10 @@ def run() -> None:
     from orderstream.stack.secure import ADMIN
     from orderstream.summary import print_summary
 
-    s = client_settings(ADMIN)
+    s = settings_for(ADMIN)
     check_all(s)
     with local_flow_runs():
-        outcome = run_pipeline(s)
+        outcome = run_pipeline()
     print_summary(outcome)
     raise typer.Exit(0 if outcome.reconciliation.ok else 1)
 
@@ -282,7 +274,7 @@ def status(as_json: Annotated[bool, typer.Option("--json", help="one JSON object
     from orderstream.stack.secure import ADMIN
     from orderstream.summary import print_status
 
-    s = client_settings(ADMIN)
+    s = settings_for(ADMIN)
     with _sessions(s)() as session:
         counters = status_module.collect(session, s)
     if as_json:

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from confluent_kafka import KafkaException
-from confluent_kafka.admin import AdminClient
 
 from orderstream.db.engine import make_engine, migrate
 from orderstream.errors import BrokerUnavailable, UserError
+from orderstream.kafka.address import bootstrap_servers
+from orderstream.kafka.clients import admin_client
 from orderstream.settings import Settings
 
 
@@ -15,18 +16,18 @@ def check_database(settings: Settings) -> None:
 
 
 def check_broker(settings: Settings, topics: list[str], timeout: float = 10.0) -> None:
-    config = settings.kafka_client_config()
+    where = bootstrap_servers(settings)
     try:
-        metadata = AdminClient(config).list_topics(timeout=timeout)
+        metadata = admin_client(settings).list_topics(timeout=timeout)
     except KafkaException as exc:
         raise BrokerUnavailable(
-            f"Kafka at {config['bootstrap.servers']} did not answer ({exc.args[0].str()}). "
+            f"Kafka at {where} did not answer ({exc.args[0].str()}). "
             "Start the local broker with `orderstream stack up`, or check KAFKA_BOOTSTRAP_SERVERS."
         ) from None
     missing = [t for t in topics if t not in metadata.topics]
     if missing:
         raise UserError(
-            f"topic(s) {', '.join(missing)} do not exist on {config['bootstrap.servers']}; "
+            f"topic(s) {', '.join(missing)} do not exist on {where}; "
             "`orderstream stack up` creates them"
         )
 

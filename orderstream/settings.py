@@ -13,9 +13,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 INVENTORY_TOPIC = "inventory_orders"
 DELIVERY_TOPIC = "delivery_orders"
-TOPIC_BY_TYPE = {"inventory": INVENTORY_TOPIC, "delivery": DELIVERY_TOPIC}
 DLQ_SUFFIX = ".dlq"
-CONSUMER_GROUPS = {"inventory": "inventory", "delivery": "delivery"}
 KAFKA_VERSION = "4.3.1"
 
 
@@ -122,27 +120,3 @@ class Settings(BaseSettings):
         env.update(self.as_env())
         env.update(extra)
         return env
-
-    def kafka_client_config(self) -> dict:
-        """librdkafka connection settings shared by every client."""
-        import logging
-
-        from orderstream.stack.local import bootstrap_servers
-
-        # librdkafka's own log lines go through Python logging instead of raw stderr.
-        config: dict = {"bootstrap.servers": bootstrap_servers(self), "logger": logging.getLogger("librdkafka")}
-        if self.kafka_security_protocol != "PLAINTEXT":
-            config["security.protocol"] = self.kafka_security_protocol
-        if self.kafka_security_protocol.startswith("SASL"):
-            config["sasl.mechanism"] = self.kafka_sasl_mechanism
-            config["sasl.username"] = self.kafka_sasl_username or ""
-            config["sasl.password"] = (
-                self.kafka_sasl_password.get_secret_value() if self.kafka_sasl_password else ""
-            )
-        if self.kafka_ssl_ca_location:
-            config["ssl.ca.location"] = self.kafka_ssl_ca_location
-        return config
-
-
-def get_settings(**overrides) -> Settings:
-    return Settings(**overrides)

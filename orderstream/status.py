@@ -10,7 +10,8 @@ from sqlalchemy.orm import Session
 
 from orderstream.db.models import Delivery, Notification, OrderEvent, ProcessedEvent, Quarantine, Reservation
 from orderstream.errors import UserError
-from orderstream.kafka.lag import admin_client, end_offsets, partition_lag
+from orderstream.kafka.clients import admin_client
+from orderstream.kafka.lag import end_offsets, partition_lag
 from orderstream.reconcile import reconcile
 from orderstream.settings import INVENTORY_TOPIC, DELIVERY_TOPIC, Settings, dlq_topic
 from orderstream.source.repository import refused_duplicates

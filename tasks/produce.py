@@ -1,49 +1,53 @@
-"""Filter and produce: the two named producers over one shared Kafka producer."""
+"""The produce pass's steps as Prefect tasks: each chunk's extract, send and finish is a task run.
+
+Thin wrappers over `orderstream.producer.pipeline`; only I/O is retried (the extract reads the
+database). Sessions and producers are not hashable inputs: nothing here caches.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from prefect import task
+from prefect.cache_policies import NO_CACHE
+from sqlalchemy.orm import Session, sessionmaker
 
-import orjson
-import pandas as pd
+from orderstream.kafka.producer import OrderProducer
+from orderstream.ops.common import publish_table
+from orderstream.producer import pipeline
+from orderstream.producer.extract import read_pending
+from orderstream.settings import Settings
+from orderstream.validation import ValidationOutcome
 
-from orderstream.kafka.producer import DeliveryReport, OrderProducer
-from orderstream.source.fields import EVENT_FIELDS
-
-
-def payloads(frame: pd.DataFrame) -> Iterator[bytes]:
-    """JSON of every row's fields, extra columns included (contract fields win on a clash).
-
-    A generator: orjson hands each document back in a buffer of several kilobytes, so a
-    chunk's worth held at once took hundreds of megabytes; the producer copies each one as
-    it is sent and the buffer goes at once.
-    """
-    # Rows zipped from column lists: DataFrame.to_dict boxes every value and took twice as long.
-    columns = [frame[name].tolist() for name in EVENT_FIELDS]
-    loads, dumps = orjson.loads, orjson.dumps
-    for values, extra in zip(zip(*columns), frame["extra"].tolist()):
-        record = dict(zip(EVENT_FIELDS, values))
-        yield dumps({**loads(extra), **record} if extra else record)
+extract_chunk = task(read_pending, name="extract_chunk", retries=3, retry_delay_seconds=[2, 5, 15], cache_policy=NO_CACHE)
+send_batch = task(pipeline.send_batch, name="send_batch", cache_policy=NO_CACHE)
 
 
-def publish(frame: pd.DataFrame, event_type: str, topic: str, producer: OrderProducer, report: DeliveryReport) -> pd.DataFrame:
-    """Send the rows of exactly `event_type`, answered into `report`; return them (awaiting acks)."""
-    rows = frame[frame["type"] == event_type]
-    if not rows.empty:
-        keys = [k.encode() for k in rows["order_id"]]
-        producer.send(topic, keys, payloads(rows), rows["event_id"].tolist(), report)
-    return rows
+@task(name="finish_batch", cache_policy=NO_CACHE)
+def finish_batch(
+    batch: pipeline.SentBatch, settings: Settings, producer: OrderProducer, sessions: sessionmaker[Session]
+) -> pipeline.FinishResult:
+    """Commit the chunk once acknowledged, and show its validation on the run's page."""
+    result = pipeline.finish_batch(batch, settings, producer, sessions)
+    publish_validation_artifact(batch.outcome, batch.batch_id)
+    return result
 
 
-def inventory_orders_producer(
-    valid: pd.DataFrame, producer: OrderProducer, report: DeliveryReport, topic: str = "inventory_orders"
-) -> pd.DataFrame:
-    """Publish only valid `inventory` events, keyed by order_id."""
-    return publish(valid, "inventory", topic, producer, report)
+def publish_validation_artifact(outcome: ValidationOutcome, batch_id: str) -> None:
+    """A table artifact of pass/fail counts per expectation (a no-op outside a flow or task run)."""
+    table = [
+        {
+            "reason": stat.reason,
+            "column": stat.column,
+            "evaluated": stat.evaluated,
+            "failed": stat.unexpected,
+            "passed": stat.evaluated - stat.unexpected,
+        }
+        for stat in outcome.stats
+    ]
+    publish_table(
+        "order-events-validation",
+        table,
+        f"order_events validation of batch {batch_id}: {len(outcome.valid)} valid, {len(outcome.rejected)} rejected",
+    )
 
 
-def delivery_orders_producer(
-    valid: pd.DataFrame, producer: OrderProducer, report: DeliveryReport, topic: str = "delivery_orders"
-) -> pd.DataFrame:
-    """Publish only valid `delivery` events, keyed by order_id."""
-    return publish(valid, "delivery", topic, producer, report)
+BATCH_STEPS = pipeline.Steps(extract=extract_chunk, send=send_batch, finish=finish_batch.submit)

@@ -14,6 +14,7 @@ from sqlalchemy import Engine
 
 from orderstream.db.engine import make_engine, migrate
 from orderstream.errors import UserError
+from orderstream.runtime import settings_in_environment
 from orderstream.settings import Settings
 from orderstream.stack.local import bootstrap_servers, delete_topics, down, ensure_topics, up
 from orderstream.stack.postgres import ThrowawayPostgres
@@ -99,7 +100,8 @@ def settings(tmp_path: Path, db_url: str, kafka_bootstrap: str) -> Iterator[Sett
         topic_partitions=3,
     )
     ensure_topics(test_settings)
-    yield test_settings
+    with settings_in_environment(test_settings):  # flows read their settings from the environment
+        yield test_settings
     try:
         delete_topics(test_settings)
     except UserError as exc:  # best effort: the topics are uniquely named anyway

@@ -22,6 +22,7 @@ from confluent_kafka.admin import AdminClient, ConfigResource
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from orderstream.kafka.clients import connection_config
 from orderstream.db.engine import make_engine
 from orderstream.db.models import OrderEvent, ProcessedEvent, Reservation, Stock
 from orderstream.settings import Settings
@@ -94,7 +95,7 @@ def test_three_cli_replicas_on_a_three_node_cluster_share_the_work_and_apply_eac
     try:
         up = cli(s, "stack", "up", "--brokers", "3")
         assert up.stdout.count("127.0.0.1:") == 3, up.stdout
-        admin = AdminClient(s.kafka_client_config())
+        admin = AdminClient(connection_config(s))
 
         # Every pipeline topic: 6 partitions, each on 3 replicas, and min.insync.replicas=2.
         metadata = admin.list_topics(timeout=30).topics

@@ -20,6 +20,7 @@ from confluent_kafka.admin import AdminClient
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from orderstream.kafka.clients import connection_config
 from orderstream.db.models import ProcessedEvent
 from orderstream.settings import Settings
 from tests.helpers import free_port, orderstream_env, sample, scrape, spawned_children, stop_tree, wait_until
@@ -41,7 +42,7 @@ RUN_FLOW = textwrap.dedent(
 
 def assignments(settings: Settings) -> list[set[int]]:
     """The partitions of each member of the inventory group, once the group is stable."""
-    admin = AdminClient(settings.kafka_client_config())
+    admin = AdminClient(connection_config(settings))
     try:
         group = admin.describe_consumer_groups([settings.inventory_group])[settings.inventory_group].result(timeout=10)
     except Exception:  # the group does not exist yet
@@ -75,7 +76,7 @@ def test_the_consumer_flow_with_replicas_2_runs_two_group_members_in_one_flow_ru
         assert sorted(len(parts) for parts in members) == [1, 2]  # 3 partitions over 2 members
         assert len(spawned_children(proc.pid)) == 2  # two consumer processes under the one flow-run process
 
-        producer = Producer(settings.kafka_client_config())
+        producer = Producer(connection_config(settings))
         for i in range(EVENTS):
             event = {"event_id": f"f{i}", "order_id": f"o{i}", "type": "inventory",
                      "created_at": "2026-11-25T10:00:00Z", "sku": "SKU-1", "quantity": "1"}

@@ -15,6 +15,7 @@ import pytest
 from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient
 
+from orderstream.kafka.clients import connection_config
 from orderstream.consumers import run_consumer
 from orderstream.errors import BrokerUnavailable
 from orderstream.ops.offsets import active_members
@@ -26,7 +27,7 @@ pytestmark = pytest.mark.integration
 
 
 def send_inventory(settings, n: int, sku: str = "SKU-1") -> None:
-    producer = Producer(settings.kafka_client_config())
+    producer = Producer(connection_config(settings))
     for i in range(n):
         event = {"event_id": f"m{i}", "order_id": f"o{i}", "type": "inventory",
                  "created_at": "2026-11-25T10:00:00Z", "sku": sku, "quantity": "1"}
@@ -72,7 +73,7 @@ def test_replicas_are_separate_group_members_with_their_own_metrics(settings, en
                                  "--metrics-port", str(port)], env=orderstream_env(settings),
                                 stdout=subprocess.DEVNULL, stderr=out, text=True)
     try:
-        admin = AdminClient(settings.kafka_client_config())
+        admin = AdminClient(connection_config(settings))
         wait_until(lambda: _members(admin, settings.inventory_group) == 3, 180, f"3 members in the group; their log: {log}")
         assert all(wait_until(lambda p=p: scrape(p), 30, f"metrics on {p}") for p in (port, port + 1, port + 2))
     finally:
@@ -83,9 +84,9 @@ def test_replicas_are_separate_group_members_with_their_own_metrics(settings, en
 
 @pytest.mark.unit
 def test_producer_delivery_errors_are_counted_per_topic(settings):
-    from flows.produce import record_metrics
+    from orderstream.producer.pipeline import record_metrics
     from orderstream import metrics
-    from tasks.progress import BatchCounts
+    from orderstream.producer.progress import BatchCounts
 
     counts = BatchCounts(extracted=10, produced_inventory=4, produced_delivery=3, unacknowledged=3)
     unacknowledged = {settings.inventory_topic: 1, settings.delivery_topic: 2}
@@ -106,7 +107,7 @@ def test_a_taken_metrics_port_is_one_line_and_starts_no_replica(settings, engine
     assert result.returncode == 2, result.stderr[-2000:]
     assert f"cannot serve metrics on 127.0.0.1:{port + 1}" in result.stderr and "--metrics-port" in result.stderr
     assert "Traceback" not in result.stderr
-    admin = AdminClient(settings.kafka_client_config())
+    admin = AdminClient(connection_config(settings))
     assert _members(admin, settings.inventory_group) == 0
 
 
@@ -116,7 +117,7 @@ def test_a_replica_that_dies_stops_the_others_and_the_command_fails(settings, en
         proc = subprocess.Popen([sys.executable, "-m", "orderstream", "consume", "inventory", "--replicas", "2"],
                                 env=orderstream_env(settings), stdout=subprocess.DEVNULL, stderr=out, text=True)
     try:
-        admin = AdminClient(settings.kafka_client_config())
+        admin = AdminClient(connection_config(settings))
         wait_until(lambda: _members(admin, settings.inventory_group) == 2, 180, f"2 members; their log: {log}")
         victim = _replica_pids(proc.pid)[0]
         os.kill(victim, signal.SIGKILL)

@@ -24,6 +24,7 @@ from flows.notify import notify_customers
 from orderstream.db.engine import make_engine, session_factory
 from orderstream.db.models import Notification
 from orderstream.errors import UserError
+from orderstream.runtime import settings_in_environment
 from orderstream.notify import (
     DEFAULT_BACKOFF,
     FileTransport,
@@ -388,8 +389,8 @@ def test_smtp_login_works_and_the_password_is_never_logged(tmp_path, db_url, cap
         url = f"smtp://shop%40example.com:{PASSWORD.replace('/', '%2F')}@127.0.0.1:{port}"
         settings = mail_settings(tmp_path, db_url, url)
         expected = queue(db_url, 2)
-        with caplog.at_level(logging.DEBUG):
-            report = notify_customers.fn(settings=settings)
+        with caplog.at_level(logging.DEBUG), settings_in_environment(settings):
+            report = notify_customers.fn()
         assert report.sent == 2 and sorted(server.ids()) == sorted(expected)
         assert logins == [("shop@example.com", PASSWORD)]
         ours = "\n".join(r.getMessage() for r in caplog.records if not r.name.startswith("mail.log"))
@@ -439,12 +440,12 @@ def test_notify_flow_run_completes_and_returns_its_report(tmp_path, db_url) -> N
     expected = queue(db_url, 3)
     settings = mail_settings(tmp_path, db_url)
 
-    state = notify_customers(settings=settings, return_state=True)
-
-    assert state.is_completed()
-    assert state.result().sent == 3
-    assert sorted(eml_files(settings)) == sorted(eml_name(m) for m in expected)
-    assert notify_customers(settings=settings).sent == 0
+    with settings_in_environment(settings):
+        state = notify_customers(return_state=True)
+        assert state.is_completed()
+        assert state.result().sent == 3
+        assert sorted(eml_files(settings)) == sorted(eml_name(m) for m in expected)
+        assert notify_customers().sent == 0
 
 
 @pytest.mark.fault

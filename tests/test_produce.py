@@ -19,6 +19,7 @@ from flows.produce import produce_orders
 from orderstream.db.engine import session_factory
 from orderstream.db.models import OrderEvent, ProducerBatch, Quarantine
 from orderstream.errors import BrokerUnavailable
+from orderstream.runtime import settings_in_environment
 from orderstream.source.repository import insert_events
 from tests.helpers import orderstream_env, wait_until
 from tests.topics import read_topic
@@ -55,7 +56,7 @@ def test_routes_each_type_to_its_topic_keyed_with_header_and_extras(settings, en
         inventory("i1", "o1", gift_wrap="yes"), delivery("d1", "o1"), inventory("i2", "o2"),
         {"event_id": "p1", "order_id": "o1", "type": "payment", "created_at": NOW},
     ])
-    report = produce_orders(settings)
+    report = produce_orders()
     assert (report.counts.produced_inventory, report.counts.produced_delivery, report.counts.skipped_other) == (2, 1, 1)
     inv = read_topic(settings, settings.inventory_topic)
     dlv = read_topic(settings, settings.delivery_topic)
@@ -77,7 +78,7 @@ def test_invalid_rows_are_quarantined_with_reasons_and_never_produced(settings, 
         inventory("q-two", quantity="10001", sku=None),
     ]
     load(engine, bad + [inventory("ok-1")])
-    report = produce_orders(settings)
+    report = produce_orders()
     assert report.counts.quarantined == len(bad)
     assert report.counts.produced_inventory == 1
     with session_factory(engine)() as session:
@@ -95,14 +96,14 @@ def test_invalid_rows_are_quarantined_with_reasons_and_never_produced(settings, 
 
 def test_an_entirely_bad_batch_is_a_successful_run(settings, engine):
     load(engine, [inventory(f"bad-{i}", quantity="-1") for i in range(5)])
-    report = produce_orders(settings)
+    report = produce_orders()
     assert (report.counts.quarantined, report.counts.produced_inventory) == (5, 0)
 
 
 def test_second_pass_sends_nothing_new(settings, engine):
     load(engine, [inventory(f"i{i}", f"o{i}") for i in range(50)])
-    produce_orders(settings)
-    again = produce_orders(settings)
+    produce_orders()
+    again = produce_orders()
     assert again.batches == 0
     assert len(read_topic(settings, settings.inventory_topic)) == 50
 
@@ -111,7 +112,8 @@ def test_broker_down_is_a_clear_error_and_moves_no_mark(settings, engine):
     load(engine, [inventory("i1")])
     dead = settings.model_copy(update={"kafka_bootstrap_servers": "127.0.0.1:1"})
     with pytest.raises(BrokerUnavailable, match="did not answer"):
-        produce_orders(dead)
+        with settings_in_environment(dead):
+            produce_orders()
     assert outcomes(engine) == {"i1": None}
 
 
@@ -136,9 +138,9 @@ def test_late_commits_are_never_skipped(settings, engine):
         t.start()
     passes = 0
     while any(t.is_alive() for t in writers):
-        produce_orders(settings, chunk_size=7)
+        produce_orders(chunk_size=7)
         passes += 1
-    produce_orders(settings)
+    produce_orders()
     produced = {r.headers["event_id"].decode() for r in read_topic(settings, settings.inventory_topic)}
     with session_factory(engine)() as session:
         batches = session.scalar(select(func.count()).select_from(ProducerBatch))
@@ -171,7 +173,7 @@ def test_kill_9_mid_batch_loses_no_event(settings, engine):
         proc.wait(10)
         kills += 1
     assert kills >= 2, "the producer finished before it could be killed mid-pass"
-    produce_orders(settings)
+    produce_orders()
     produced = {r.headers["event_id"].decode() for r in read_topic(settings, settings.inventory_topic)}
     assert produced == {f"k{i}" for i in range(10_000)}
     with session_factory(engine)() as session:

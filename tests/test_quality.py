@@ -48,12 +48,12 @@ def test_report_counts_quarantine_by_reason_per_day_expectations_and_worst_sourc
     meh = write_csv(tmp_path / "meh.csv", [inventory("m-qty", quantity="-1")] + [inventory(f"m{n}") for n in range(5)])
     for path in (good, bad, meh):
         load_file(sessions, path)
-    produce_orders(settings)
+    produce_orders()
     with Session(engine) as s:
         reasons = Counter(r for q in s.scalars(select(Quarantine)) for r in orjson.loads(q.reasons))
     assert sum(reasons.values()) >= 4  # b-two broke two rules at least
 
-    report = data_quality_report(settings, days=7)
+    report = data_quality_report(days=7)
     today = dt.datetime.now(dt.timezone.utc).date().isoformat()
     assert report.by_day == {today: dict(reasons)}
     assert report.by_reason == dict(reasons)
@@ -77,7 +77,7 @@ def test_report_counts_quarantine_by_reason_per_day_expectations_and_worst_sourc
 
     # A second run reports the same and changes nothing in the database.
     before = table_counts(engine)
-    again = data_quality_report(settings, days=7)
+    again = data_quality_report(days=7)
     assert table_counts(engine) == before
     first, second = report.summary(), again.summary()
     for volatile in ("since", "generated_at"):
@@ -87,7 +87,7 @@ def test_report_counts_quarantine_by_reason_per_day_expectations_and_worst_sourc
 
 @pytest.mark.integration
 def test_report_of_an_empty_window_says_so(settings, engine):
-    report = data_quality_report(settings, days=1)
+    report = data_quality_report(days=1)
     assert (report.quarantined, report.batches, report.by_day, report.worst_sources) == (0, 0, {}, [])
     assert "Nothing was quarantined in the window." in report.markdown
     assert Path(report.docs_index).is_file()

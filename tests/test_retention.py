@@ -17,7 +17,8 @@ from flows.retention import retention_cleanup
 from orderstream.consumers import run_consumer
 from orderstream.db.engine import session_factory
 from orderstream.db.models import OrderEvent, ProcessedEvent, Quarantine
-from orderstream.kafka.lag import admin_client, end_offsets
+from orderstream.kafka.clients import admin_client
+from orderstream.kafka.lag import end_offsets
 from orderstream.ops.retention import KAFKA_DEFAULT_RETENTION_MS, LEDGER_MARGIN
 from orderstream.reconcile import reconcile
 from orderstream.source.repository import insert_events, insert_stock
@@ -95,7 +96,7 @@ def test_retention_deletes_only_handled_old_rows_and_never_unreconciled_ones(set
         inventory("q-open", "o6", quantity="abc"),  # quarantined, awaiting correction
         inventory("q-dismissed", "o7", quantity="abc"),  # quarantined, then dismissed
     ])
-    produce_orders(settings)
+    produce_orders()
     run_consumer(settings, "inventory", drain=True, metrics_port=None)
     run_consumer(settings, "delivery", drain=True, metrics_port=None)
     load(engine, [inventory("i-pending", "o8")])  # loaded, not produced yet
@@ -108,7 +109,7 @@ def test_retention_deletes_only_handled_old_rows_and_never_unreconciled_ones(set
     assert reconciled == (False, 1, 0)  # i-pending is not produced yet
 
     # Kafka still holds every message: the ledger must stay, so must the produced rows.
-    first = retention_cleanup(settings, source_max_age_days=30)
+    first = retention_cleanup(source_max_age_days=30)
     assert (first.deleted_skipped, first.deleted_quarantined, first.deleted_quarantine_entries) == (1, 1, 1)
     assert (first.deleted_produced, first.deleted_ledger) == (0, 0)
     assert (first.kept_pending, first.kept_quarantined_open, first.kept_dead_lettered, first.kept_in_kafka,
@@ -121,14 +122,14 @@ def test_retention_deletes_only_handled_old_rows_and_never_unreconciled_ones(set
     # Retention removed the messages from the topics: now the applied pairs can go.
     expire_topic(settings, settings.inventory_topic)
     expire_topic(settings, settings.delivery_topic)
-    second = retention_cleanup(settings, source_max_age_days=30)
+    second = retention_cleanup(source_max_age_days=30)
     assert (second.deleted_produced, second.deleted_ledger, second.deleted_skipped) == (2, 2, 0)
     assert source(engine) == {"i-dead": "produced", "i-young": "produced", "q-open": "quarantined",
                               "i-pending": None}
     assert ledger(engine) == {(inv_group, "i-dead"): "dead_lettered", (inv_group, "i-young"): "applied"}
     assert reconciliation(engine, settings) == reconciled  # retention changes no reconciliation result
 
-    third = retention_cleanup(settings, source_max_age_days=30)
+    third = retention_cleanup(source_max_age_days=30)
     assert third.deleted == 0
     assert (third.kept_pending, third.kept_quarantined_open, third.kept_dead_lettered) == (1, 1, 1)
     assert len(source(engine)) == 4
@@ -139,17 +140,17 @@ def test_a_ledger_entry_younger_than_kafka_retention_keeps_its_source_row(settin
     with session_factory(engine).begin() as s:
         insert_stock(s, pd.DataFrame({"sku": ["SKU-1"], "warehouse_id": ["main"], "on_hand": [100]}))
     load(engine, [inventory("i1")])
-    produce_orders(settings)
+    produce_orders()
     run_consumer(settings, "inventory", drain=True, metrics_port=None)
     # The source row is old, but the event was applied only 3 days ago (< 7 days + margin).
     with session_factory(engine).begin() as s:
         s.execute(update(OrderEvent).values(loaded_at=OLD))
         s.execute(update(ProcessedEvent).values(processed_at=dt.datetime.now(dt.timezone.utc) - dt.timedelta(days=3)))
     expire_topic(settings, settings.inventory_topic)
-    kept = retention_cleanup(settings, source_max_age_days=30)
+    kept = retention_cleanup(source_max_age_days=30)
     assert (kept.deleted_produced, kept.kept_in_kafka) == (0, 1)
     assert KAFKA_DEFAULT_RETENTION_MS / 86_400_000 + LEDGER_MARGIN.days == 8
     # An explicit, shorter ledger age is honoured (the message is gone from the log).
-    gone = retention_cleanup(settings, source_max_age_days=30, ledger_max_age_days=2)
+    gone = retention_cleanup(source_max_age_days=30, ledger_max_age_days=2)
     assert (gone.deleted_produced, gone.deleted_ledger) == (1, 1)
     assert source(engine) == {} and ledger(engine) == {}

@@ -16,11 +16,13 @@ from pathlib import Path
 import pytest
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer
 
+from orderstream.kafka.clients import connection_config
 from orderstream.consumers.dlq import DeadLetterProducer
 from orderstream.consumers.messages import Envelope
 from orderstream.errors import UserError
-from orderstream.kafka.lag import admin_client, end_offsets, partition_lag
-from orderstream.kafka.producer import producer_config
+from orderstream.kafka.clients import admin_client
+from orderstream.kafka.lag import end_offsets, partition_lag
+from orderstream.kafka.clients import producer_config
 from orderstream.settings import Settings, dlq_topic
 from orderstream.stack.local import delete_topics, down, ensure_topics, status, up
 from orderstream.stack.secure import (
@@ -114,7 +116,7 @@ def producer_as(settings: Settings, reports: Reports, **overrides) -> Producer:
 
 
 def consumer_as(settings: Settings, group: str, errors: list[KafkaError] | None = None) -> Consumer:
-    config = {**settings.kafka_client_config(), "group.id": group, "auto.offset.reset": "earliest",
+    config = {**connection_config(settings), "group.id": group, "auto.offset.reset": "earliest",
               "enable.auto.commit": False}
     if errors is not None:
         config["error_cb"] = errors.append
@@ -214,10 +216,10 @@ def test_a_principal_without_write_access_is_refused_and_writes_nothing(
 
 @pytest.mark.integration
 def test_a_plaintext_connection_to_the_sasl_listener_gets_no_metadata(pipeline: Settings) -> None:
-    assert pipeline.kafka_client_config().get("security.protocol") is None  # an unconfigured client
+    assert connection_config(pipeline).get("security.protocol") is None  # an unconfigured client
     refused_before = refusals_logged(pipeline)
     reports = Reports()
-    producer = Producer({**pipeline.kafka_client_config(), "error_cb": reports.errors.append})
+    producer = Producer({**connection_config(pipeline), "error_cb": reports.errors.append})
     producer.produce(pipeline.inventory_topic, value=b"order-1", on_delivery=reports.on_delivery)
 
     def cut_off() -> bool:

@@ -9,8 +9,10 @@ import pandas as pd
 import pytest
 
 from expectations.order_events import build_order_events_suite, country_codes
-from tasks import validate as validate_module
-from tasks.validate import build_data_docs, publish_validation_artifact, validate_events
+from orderstream.validation import suite as validate_module
+from orderstream.validation.docs import build_data_docs
+from orderstream.validation.suite import validate_events
+from tasks.produce import publish_validation_artifact
 
 pytestmark = pytest.mark.unit
 

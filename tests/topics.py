@@ -9,7 +9,9 @@ from dataclasses import dataclass
 import orjson
 from confluent_kafka import Consumer, TopicPartition
 
-from orderstream.kafka.lag import admin_client, end_offsets
+from orderstream.kafka.clients import connection_config
+from orderstream.kafka.clients import admin_client
+from orderstream.kafka.lag import end_offsets
 from orderstream.settings import Settings
 
 
@@ -29,7 +31,7 @@ class Record:
 def read_topic(settings: Settings, topic: str, timeout: float = 60.0) -> list[Record]:
     """Every record up to the topic's current end offsets (assign, no group)."""
     ends = end_offsets(admin_client(settings), topic)
-    consumer = Consumer({**settings.kafka_client_config(), "group.id": f"reader-{uuid.uuid4()}",
+    consumer = Consumer({**connection_config(settings), "group.id": f"reader-{uuid.uuid4()}",
                          "enable.auto.commit": False, "auto.offset.reset": "earliest"})
     try:
         consumer.assign([TopicPartition(topic, p, 0) for p in ends])

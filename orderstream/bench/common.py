@@ -44,11 +44,12 @@ def warm_up(env) -> float | None:
         return None
     from flows.produce import produce_orders
     from orderstream.bench.data import copy_events, inventory_frames
+    from orderstream.runtime import settings_in_environment
 
-    with env.workspace("warmup") as ws:
+    with env.workspace("warmup") as ws, settings_in_environment(ws.settings):
         copy_events(ws.engine, inventory_frames(WARMUP_EVENTS))
         started = time.perf_counter()
-        report = produce_orders(ws.settings)
+        report = produce_orders()
         elapsed = time.perf_counter() - started
     check_count("warm-up produce", WARMUP_EVENTS, report.counts.produced_inventory)
     _warm = True

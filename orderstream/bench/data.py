@@ -20,13 +20,12 @@ from dataclasses import dataclass
 from functools import cache
 
 import pandas as pd
-from confluent_kafka import Producer
 from psycopg import sql
 from sqlalchemy import Engine, func, select
 
 from orderstream.db.models import OrderEvent
 from orderstream.errors import UserError
-from orderstream.kafka.producer import producer_config
+from orderstream.kafka import clients
 from orderstream.settings import Settings
 from orderstream.source.fields import EVENT_FIELDS
 from orderstream.source.repository import event_rows, insert_stock
@@ -147,7 +146,7 @@ class Messages:
 
 def messages_of(frame: pd.DataFrame) -> Messages:
     """The messages the pipeline makes of source rows (a frame as `read_pending` returns)."""
-    from tasks.produce import payloads
+    from orderstream.producer.publish import payloads
 
     return Messages(
         keys=[k.encode() for k in frame["order_id"]],
@@ -161,7 +160,7 @@ def messages_of(frame: pd.DataFrame) -> Messages:
 def source_messages(engine: Engine, chunk: int = CHUNK) -> Messages:
     """Read every pending source row back (as the pipeline reads it) and make its messages."""
     from orderstream.db.engine import session_factory
-    from tasks.extract import read_pending
+    from orderstream.producer.extract import read_pending
 
     keys: list[bytes] = []
     values: list[bytes] = []
@@ -192,7 +191,7 @@ class BareProducer:
     def __init__(self, settings: Settings) -> None:
         self.acked = 0
         self.failed = 0
-        self._producer = Producer({**producer_config(settings), "on_delivery": self._on_delivery})
+        self._producer = clients.producer(settings, on_delivery=self._on_delivery)
 
     def _on_delivery(self, err, _msg) -> None:
         if err is None:

@@ -33,6 +33,7 @@ from sqlalchemy.engine import make_url
 from orderstream.bench.cpu import CpuMeter, postmaster_pid
 from orderstream.db.engine import make_engine, migrate, normalize_url, session_factory
 from orderstream.errors import UserError
+from orderstream.kafka import clients
 from orderstream.settings import Settings
 from orderstream.stack import local
 
@@ -116,7 +117,7 @@ class BenchEnv:
         self.base = base
         self.bootstrap = local.bootstrap_servers(base)
         self.broker_pids = set(broker_pids or ())
-        self._admin = AdminClient({**base.kafka_client_config()})
+        self._admin = clients.admin_client(base)
         self._postmaster: int | None = None
         self._postmaster_known = False
 

@@ -32,7 +32,7 @@ from orderstream.bench.common import check_count, log, median, rounded, warm_up
 from orderstream.bench.data import BareProducer, copy_events, inventory_frames, source_messages
 from orderstream.bench.env import BenchEnv, Workspace
 from orderstream.bench.kafka_tools import producer_perf
-from orderstream.kafka.producer import producer_config
+from orderstream.kafka.clients import producer_config
 
 GOAL_RATIO = 0.5
 
@@ -58,10 +58,11 @@ class P1Run:
 
 def _pipeline(ws: Workspace, events: int) -> tuple[float, dict | None]:
     from flows.produce import produce_orders
+    from orderstream.runtime import settings_in_environment
 
-    with ws.meter() as meter:
+    with ws.meter() as meter, settings_in_environment(ws.settings):
         started = time.perf_counter()
-        report = produce_orders(ws.settings)
+        report = produce_orders()
         elapsed = time.perf_counter() - started
     check_count("P1 pipeline", events, report.counts.produced_inventory)
     return events / elapsed, meter.split.as_dict() if meter.split else None

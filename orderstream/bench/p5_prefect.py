@@ -1,17 +1,14 @@
 """P5: the share of a 100k-event batch produce run's wall time spent outside the task bodies.
 
-Method: in this (warmed-up) process, run the produce flow on N events with stopwatches put
-around the pieces, without changing the pipeline's code. For the duration of the run only,
-the module globals the flow body looks up at call time are replaced in `flows.produce`:
+Method: in this (warmed-up) process, run a produce flow on N events whose steps carry
+stopwatches. The flow is the produce flow's body (`run_producer` with the task steps of
+`tasks/produce.py`), its tasks copies of the same Tasks, injected through `Steps`:
 
-* `extract_chunk`, `send_batch_task` and `finish_batch_task`: by a proxy that times each task
-  **call** (what the flow waits for: Prefect's task run creation, state changes and result
-  handling plus the body; for the submitted `finish_batch`, until its result is in) around a
-  copy of the same Task whose `fn` times the **body** alone;
-* `produce_pass`: timed as a whole (the loop that calls the tasks);
-
-and the flow itself is a copy of `produce_orders` whose `fn` times the **flow body**. The
-outer wall time is the call of that flow from this process until it returns.
+* each task **call** is timed (what the flow waits for: Prefect's task run creation, state
+  changes and result handling plus the body; for the submitted `finish_batch`, until its
+  result is in), around a copy of the Task whose `fn` times the **body** alone;
+* the flow's `fn` times the **flow body**. The outer wall time is the call of that flow from
+  this process until it returns.
 
     prefect_overhead_share = (wall - task bodies) / wall          (the figure)
 
@@ -21,8 +18,6 @@ It splits exactly into
     flow_orchestration  = wall - flow body                 (flow run set-up and tear-down)
     flow_body_own       = flow body - task calls           (engine, migrate, producer, loop)
     task_orchestration  = task calls - task bodies         (per task run)
-
-Everything is restored afterwards.
 """
 
 from __future__ import annotations
@@ -31,14 +26,13 @@ import copy
 import threading
 import functools
 import time
-import types
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 
 from orderstream.bench.common import check_count, log, median, rounded, warm_up
 from orderstream.bench.data import copy_events, inventory_frames
 from orderstream.bench.env import BenchEnv
+from orderstream.runtime import settings_in_environment
 
 GOAL_SHARE = 0.05
 
@@ -68,26 +62,23 @@ class Clock:
         return covered
 
     def timed(self, fn: Callable) -> Callable:
-        """`fn` with a stopwatch, looking like `fn` to Prefect: same name, signature and
-        `__globals__` (Prefect resolves the string annotations of a flow's parameters there)."""
+        """`fn` with a stopwatch; it looks like `fn` to Prefect (name, signature)."""
         add = self.add
 
-        def wrapper(*args, perf_counter=time.perf_counter, **kwargs):  # no global look-ups inside
-            started = perf_counter()
+        @functools.wraps(fn)
+        def wrapper(*args, **kwargs):
+            started = time.perf_counter()
             try:
                 return fn(*args, **kwargs)
             finally:
-                add(started, perf_counter())
+                add(started, time.perf_counter())
 
-        rebound = types.FunctionType(wrapper.__code__, fn.__globals__, fn.__name__, None, wrapper.__closure__)
-        rebound.__kwdefaults__ = wrapper.__kwdefaults__
-        return functools.update_wrapper(rebound, fn)
+        return wrapper
 
 
 @dataclass
 class Clocks:
     flow_body: Clock = field(default_factory=Clock)
-    passes: Clock = field(default_factory=Clock)
     task_calls: Clock = field(default_factory=Clock)
     task_bodies: Clock = field(default_factory=Clock)
 
@@ -112,24 +103,26 @@ class _TimedTask:
         return future
 
 
-@contextmanager
-def instrumented() -> Iterator[tuple[Callable, Clocks]]:
-    """A timed copy of the produce flow, with the flow module's task globals timed meanwhile."""
-    import flows.produce as module
+def instrumented() -> tuple[Callable, Clocks]:
+    """A produce flow whose flow body and task steps are timed."""
+    from prefect import flow
+
+    from orderstream.producer.pipeline import Steps
+    from orderstream.producer.run import run_producer
+    from orderstream.runtime import open_runtime
+    from tasks.produce import extract_chunk, finish_batch, send_batch
 
     clocks = Clocks()
-    tasks = ("extract_chunk", "send_batch_task", "finish_batch_task")
-    saved = {name: getattr(module, name) for name in (*tasks, "produce_pass")}
-    timed_flow = copy.copy(module.produce_orders)
-    timed_flow.fn = clocks.flow_body.timed(module.produce_orders.fn)
-    try:
-        for name in tasks:
-            setattr(module, name, _TimedTask(saved[name], clocks))
-        module.produce_pass = clocks.passes.timed(saved["produce_pass"])
-        yield timed_flow, clocks
-    finally:
-        for name, value in saved.items():
-            setattr(module, name, value)
+    steps = Steps(
+        extract=_TimedTask(extract_chunk, clocks),
+        send=_TimedTask(send_batch, clocks),
+        finish=_TimedTask(finish_batch, clocks).submit,
+    )
+
+    def produce_orders():
+        return run_producer(open_runtime(), batch_steps=steps)
+
+    return flow(name="produce_orders")(clocks.flow_body.timed(produce_orders)), clocks
 
 
 @dataclass
@@ -157,9 +150,10 @@ class P5Run:
 def run_once(env: BenchEnv, events: int) -> P5Run:
     with env.workspace("p5") as ws:
         copy_events(ws.engine, inventory_frames(events))
-        with instrumented() as (flow, clocks):
+        flow, clocks = instrumented()
+        with settings_in_environment(ws.settings):
             started = time.perf_counter()
-            report = flow(ws.settings)
+            report = flow()
             wall = time.perf_counter() - started
     check_count("P5 produced", events, report.counts.produced_inventory)
     run = P5Run(

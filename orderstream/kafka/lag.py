@@ -6,12 +6,9 @@ from confluent_kafka import KafkaException, TopicPartition
 from confluent_kafka.admin import AdminClient, OffsetSpec
 
 from orderstream.errors import BrokerUnavailable
+from orderstream.kafka import clients
 from orderstream.kafka.groups import group_committed, retry_transient
 from orderstream.settings import Settings
-
-
-def admin_client(settings: Settings) -> AdminClient:
-    return AdminClient(settings.kafka_client_config())
 
 
 def end_offsets(admin: AdminClient, topic: str, timeout: float = 10.0, spec: OffsetSpec | None = None) -> dict[int, int]:
@@ -37,7 +34,7 @@ def partition_lag(settings: Settings, group: str, topic: str, admin: AdminClient
 
     A partition the group never committed counts from its earliest retained offset.
     """
-    admin = admin or admin_client(settings)
+    admin = admin or clients.admin_client(settings)
     ends = end_offsets(admin, topic)
     starts = end_offsets(admin, topic, spec=OffsetSpec.earliest())
     committed = group_committed(settings, group, topic, sorted(ends))

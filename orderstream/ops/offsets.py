@@ -25,7 +25,9 @@ from confluent_kafka import Consumer, KafkaException, TopicPartition
 from confluent_kafka.admin import AdminClient, OffsetSpec
 
 from orderstream.errors import BrokerUnavailable, UserError
-from orderstream.kafka.lag import admin_client, end_offsets
+from orderstream.kafka.address import bootstrap_servers
+from orderstream.kafka.clients import admin_client
+from orderstream.kafka.lag import end_offsets
 from orderstream.kafka.groups import group_committed, group_consumer, retry_transient
 from orderstream.ops.common import run_logger
 from orderstream.settings import Settings
@@ -134,7 +136,7 @@ def reset_offsets_to_timestamp(
         )
     ends = end_offsets(admin, topic, timeout=TIMEOUT_S)
     if not ends:
-        raise UserError(f"topic {topic} does not exist on {settings.kafka_client_config()['bootstrap.servers']}")
+        raise UserError(f"topic {topic} does not exist on {bootstrap_servers(settings)}")
     try:
         at_time = _offsets_for_time(admin, topic, sorted(ends), int(when.timestamp() * 1000))
     except KafkaException as exc:

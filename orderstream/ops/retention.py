@@ -43,6 +43,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from orderstream.db.models import OrderEvent, ProcessedEvent, Quarantine
 from orderstream.errors import UserError
+from orderstream.kafka import clients
 from orderstream.ops.common import run_logger, utcnow
 from orderstream.settings import Settings
 
@@ -129,7 +130,7 @@ def kafka_retention(
     settings: Settings, now: dt.datetime, ledger_max_age_days: float | None, admin: AdminClient | None = None
 ) -> dict[str, TopicRetention]:
     try:
-        admin = admin or AdminClient(settings.kafka_client_config())
+        admin = admin or clients.admin_client(settings)
     except (KafkaException, UserError) as exc:
         return {t: TopicRetention(topic=t, note=f"no Kafka client ({exc}): ledger entries kept") for t in settings.topics.values()}
     return {t: topic_retention(admin, t, now, ledger_max_age_days) for t in settings.topics.values()}

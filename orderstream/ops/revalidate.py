@@ -13,7 +13,7 @@ merged into the row's extra columns. `event_id` itself cannot be corrected. When
 event id appears more than once in the file, its last row wins.
 
 Then the rows (corrected, or as they are when no file is given, e.g. after a rule change)
-are validated here, with the producer's GX suite (`tasks.validate.validate_events`):
+are validated here, with the producer's GX suite (`orderstream.validation.validate_events`):
 
 * a row that passes is released: its quarantine entry gets `resolved_at`, and its
   `outcome`, `batch_id` and `produced_at` go back to NULL, so the next produce pass (the
@@ -189,7 +189,7 @@ def _store(
 def _revalidate(
     session: Session, rows: pd.DataFrame, changed: set[str], settings: Settings, report: RevalidateReport
 ) -> None:
-    from tasks.validate import validate_events
+    from orderstream.validation import validate_events
 
     batch_id = f"revalidate-{uuid.uuid4().hex}"
     outcome = validate_events(rows, docs_dir=settings.gx_dir, batch_id=batch_id)

@@ -8,7 +8,8 @@ from pathlib import Path
 import pandas as pd
 from prefect import flow, task
 
-from tasks.validate import build_data_docs, validate_events
+from orderstream.validation import validate_events
+from orderstream.validation.docs import build_data_docs
 
 NOW = "2026-11-25T10:00:00+00:00"
 ADDRESS = {"customer_email": "ann@example.com", "address_line": "1 Main St", "city": "Berlin",

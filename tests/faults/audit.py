@@ -12,6 +12,7 @@ Pass means 0 lost and 0 applied twice.
 
 from __future__ import annotations
 
+import contextlib
 from collections import Counter
 from dataclasses import asdict, dataclass
 
@@ -29,6 +30,7 @@ from orderstream.db.models import (
     Stock,
 )
 from orderstream.reconcile import reconcile
+from orderstream.runtime import settings_in_environment
 from orderstream.settings import Settings, dlq_topic
 from tests.topics import read_topic
 
@@ -227,13 +229,15 @@ class Pipeline:
     def _produce(self, duration_s: float, chunk_size: int) -> None:
         from flows.produce import produce_orders
 
-        produce_orders(self.settings, continuous=True, duration_s=duration_s, chunk_size=chunk_size,
-                       poll_interval_s=0.2)
+        produce_orders(continuous=True, duration_s=duration_s, chunk_size=chunk_size, poll_interval_s=0.2)
 
     def _consume(self, role: str) -> None:
         run_consumer(self.settings, role, drain=False, metrics_port=None, stop_event=self.stop)
 
     def __enter__(self) -> "Pipeline":
+        # The producer's flow reads its settings from the environment.
+        self.environment = contextlib.ExitStack()
+        self.environment.enter_context(settings_in_environment(self.settings))
         for t in self.threads:
             t.start()
         return self
@@ -248,6 +252,7 @@ class Pipeline:
 
         self.threads[0].join(600)
         self.stop.set()
+        self.environment.close()
         for t in self.threads[1:]:
             t.join(120)
         frames = sys._current_frames()

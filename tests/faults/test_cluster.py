@@ -22,7 +22,8 @@ from sqlalchemy.orm import Session
 from flows.produce import produce_orders
 from orderstream.db.models import OrderEvent
 from orderstream.errors import UserError
-from orderstream.kafka.lag import admin_client
+from orderstream.runtime import settings_in_environment
+from orderstream.kafka.clients import admin_client
 from orderstream.stack.local import down, kill_node, leader_of, start_node, up
 from tests.faults.audit import (
     Pipeline,
@@ -101,13 +102,15 @@ def test_leader_restarts_lose_nothing_and_two_nodes_down_move_no_progress_mark(s
         ids = [e["event_id"] for e in fresh]
         refused_at = time.monotonic()
         with pytest.raises(UserError):  # NotAcknowledged or BrokerUnavailable: either refuses
-            produce_orders(s, chunk_size=100)
+            with settings_in_environment(s):
+                produce_orders(chunk_size=100)
         refused_s = time.monotonic() - refused_at
         assert set(_outcomes(engine, ids).values()) == {None}, "a progress mark moved with 2 of 3 nodes down"
         # Back one at a time: the first restores the quorum and min.insync.replicas=2.
         start_node(s, 2)
         wait_until(lambda: _in_sync(s, 2), 120, "two replicas in sync again with node 3 still down")
-        produce_orders(s)
+        with settings_in_environment(s):
+            produce_orders()
         assert set(_outcomes(engine, ids).values()) == {"produced"}
         start_node(s, 3)
         wait_until(lambda: _in_sync(s, 3), 120, "node 3 back in sync")

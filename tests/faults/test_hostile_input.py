@@ -76,7 +76,7 @@ def test_hostile_text_is_stored_and_delivered_literally_and_invalid_rows_quarant
             if field in row:
                 assert getattr(stored[row["event_id"]], field) == row[field], (row["event_id"], field)
 
-    report = produce_orders(settings)
+    report = produce_orders()
     assert report.counts.quarantined == len(INVALID)
     assert report.counts.produced_inventory + report.counts.produced_delivery == len(VALID)
 
@@ -123,7 +123,7 @@ def test_a_nul_byte_in_a_field_is_refused_or_quarantined_with_a_reason_never_a_c
         loaded = _load(engine, rows)
     except Exception as exc:  # noqa: BLE001 - the defect being looked for is exactly an unhandled crash
         pytest.fail(f"loading 3 rows, one with a NUL byte, crashed the whole load: {type(exc).__name__}: {str(exc)[:300]}")
-    produce_orders(settings)
+    produce_orders()
     with Session(engine) as s:
         outcome = dict(s.execute(select(OrderEvent.event_id, OrderEvent.outcome)).all())
         quarantined = {q.event_id: orjson.loads(q.reasons) for q in s.scalars(select(Quarantine))}

@@ -25,7 +25,8 @@ from sqlalchemy import func, select
 from flows.produce import produce_orders
 from orderstream.db.engine import session_factory
 from orderstream.db.models import OrderEvent
-from orderstream.kafka.lag import admin_client, end_offsets
+from orderstream.kafka.clients import admin_client
+from orderstream.kafka.lag import end_offsets
 from orderstream.source.repository import insert_events, insert_stock
 from tests.faults.audit import audit
 from tests.helpers import orderstream_env, wait_until
@@ -122,7 +123,7 @@ def test_kill_9_and_sigterm_at_random_points_lose_nothing_and_apply_each_event_o
     kill_s = time.monotonic() - started
     assert landed_mid_pass >= len(signals) // 2, f"only {landed_mid_pass} signals landed mid-pass (seed {seed})"
 
-    produce_orders(settings)  # the next pass picks up whatever the killed ones left pending
+    produce_orders()  # the next pass picks up whatever the killed ones left pending
     in_topic = {r.headers["event_id"].decode() for topic in settings.topics.values() for r in read_topic(settings, topic)}
     assert in_topic == {f"e{i}" for i in range(loaded)}  # every valid event at least once
     counts = audit(settings, engine)

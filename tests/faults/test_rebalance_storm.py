@@ -34,6 +34,7 @@ from confluent_kafka.admin import AdminClient
 from sqlalchemy import func, select, text
 from sqlalchemy.orm import Session
 
+from orderstream.kafka.clients import connection_config
 from orderstream.consumers import ConsumerStats, spawn_consumer
 from orderstream.db.engine import session_factory
 from orderstream.db.models import OrderEvent, ProcessedEvent, Stock
@@ -145,7 +146,7 @@ class SlowHandler(threading.Thread):
                 blocked_at = time.monotonic()
                 self.stalled_pid = int(waiter.removeprefix("orderstream[").removesuffix("]"))
                 client_id = f"orderstream-inventory-{self.stalled_pid}"
-                admin = AdminClient(self.settings.kafka_client_config())
+                admin = AdminClient(connection_config(self.settings))
                 group = self.settings.inventory_group
                 # The fault: the handler stalls beyond max.poll.interval.ms, until it is out of the group.
                 wait_until(

@@ -15,14 +15,12 @@ from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from functools import cache
 from pathlib import Path
-from typing import Any, Iterable
-from urllib.parse import urlparse
-from urllib.request import url2pathname
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from expectations.order_events import ROW, SUITE_NAME, configure_order_events, prepare, suite_parts
+from expectations.order_events import ROW, SUITE_NAME, prepare, suite_parts
 
 # COMPLETE lists every failing row. With the positional index named `_row` and
 # exclude_unexpected_values, GX returns the positions as one plain list; asking for the values
@@ -133,7 +131,7 @@ def _run_suite(frame: pd.DataFrame) -> tuple[Any, list[Any]]:
     return merged, not_run
 
 
-def _failing_rows(result: dict) -> list[int]:
+def failing_rows(result: dict) -> list[int]:
     # exclude_unexpected_values gives [{"_row": [positions...]}]
     lists = result.get("unexpected_index_list") or []
     return [row for entry in lists for row in entry.get(ROW, [])]
@@ -164,7 +162,7 @@ def _read(suite_result, not_run: list) -> tuple[list[ExpectationStat], list[tupl
         if error is not None:
             raise ValidationFailed(f"{reason}: {error}")
         result = one.result or {}
-        rows = _failing_rows(result)
+        rows = failing_rows(result)
         if "unexpected_count" not in result or result["unexpected_count"] != len(rows):
             # A failure we cannot pin to rows would let them through unjudged.
             raise ValidationFailed(f"{reason}: GX gave {result.get('unexpected_count')} failures, {len(rows)} rows")
@@ -216,116 +214,7 @@ def validate_events(
     rejected = df.iloc[failed].copy()
     rejected["reasons"] = pd.Series(reasons, index=rejected.index, dtype=object)
     if docs_dir is not None:
+        from orderstream.validation.docs import keep_validation_result
+
         keep_validation_result(docs_dir, suite_result, frame, batch_id)
     return ValidationOutcome(valid=df.iloc[~failed], rejected=rejected, stats=stats)
-
-
-# --- Data Docs ---------------------------------------------------------------------------------
-
-
-@cache
-def _docs_context(docs_dir: str):
-    """A file context rooted at docs_dir (its stores, and the site under uncommitted/data_docs),
-    made once per directory and process."""
-    import great_expectations as gx
-
-    context = gx.get_context(mode="file", context_root_dir=docs_dir)
-    configure_order_events(context)
-    return context
-
-
-def keep_validation_result(docs_dir: Path, suite_result, frame: pd.DataFrame, batch_id: str) -> None:
-    """Store one batch's result in docs_dir's validation results store, for `build_data_docs`.
-
-    Rendering is left to the report: building the site costs far more than validating a batch.
-    The kept result holds the counts and a sample of failing rows (event_id and value) per
-    expectation; every failing row with all its reasons is in the quarantine already.
-    """
-    from great_expectations.core.run_identifier import RunIdentifier
-    from great_expectations.data_context.types.resource_identifiers import (
-        ExpectationSuiteIdentifier,
-        ValidationResultIdentifier,
-    )
-
-    context = _docs_context(str(Path(docs_dir).resolve()))
-    for one in suite_result.results:
-        one.result = _docs_sample(one.result or {}, frame, one.expectation_config.meta["field"])
-    run_id = RunIdentifier(run_name=batch_id, run_time=datetime.now(timezone.utc))
-    suite_result.meta.update({"run_id": run_id, "validation_time": run_id.run_time})
-    key = ValidationResultIdentifier(
-        expectation_suite_identifier=ExpectationSuiteIdentifier(name=SUITE_NAME),
-        run_id=run_id,
-        batch_identifier=batch_id,
-    )
-    context.validation_results_store.set(key, suite_result)
-
-
-def _docs_sample(result: dict, frame: pd.DataFrame, field: str) -> dict:
-    """The result with its full position list replaced by a few (value, event_id) samples,
-    in the shape Data Docs renders as a table of unexpected values and their ids."""
-    rows = _failing_rows(result)[:DOCS_SAMPLE]
-    kept = {k: v for k, v in result.items() if k not in ("unexpected_index_list", "partial_unexpected_index_list")}
-    if not rows:
-        return kept
-    sample = frame.iloc[rows]
-    values = [None if pd.isna(v) else v for v in sample[field]]
-    ids = [None if pd.isna(v) else v for v in sample["event_id"]]
-    counts = pd.Series(values, dtype=object).value_counts(dropna=False)
-    kept.update(
-        unexpected_index_column_names=["event_id"],
-        partial_unexpected_list=values,
-        partial_unexpected_counts=[{"value": v, "count": int(n)} for v, n in counts.items()],
-        unexpected_index_list=[{**{field: v}, "event_id": i} for v, i in zip(values, ids)],
-    )
-    return kept
-
-
-def build_data_docs(docs_dir: Path, results: Iterable[str] | None = None) -> Path:
-    """Render the Data Docs site under docs_dir and return its index.html.
-
-    `results`: batch ids whose kept results get (re)rendered; None renders every kept result.
-    The index always lists every kept result.
-    """
-    from great_expectations.data_context.types.resource_identifiers import ValidationResultIdentifier
-
-    context = _docs_context(str(Path(docs_dir).resolve()))
-    identifiers = None
-    if results is not None:
-        wanted = set(results)
-        identifiers = [
-            key
-            for key in context.validation_results_store.list_keys()
-            if isinstance(key, ValidationResultIdentifier) and key.batch_identifier in wanted
-        ]
-    urls = context.build_data_docs(resource_identifiers=identifiers)
-    return Path(url2pathname(urlparse(next(iter(urls.values()))).path))
-
-
-# --- Prefect -----------------------------------------------------------------------------------
-
-
-def publish_validation_artifact(outcome: ValidationOutcome, batch_id: str) -> None:
-    """A table artifact of pass/fail counts per expectation; a no-op outside a flow or task run
-    (Prefect 3 would otherwise create it through the API, starting a server if none is set)."""
-    from prefect.artifacts import create_table_artifact
-    from prefect.context import FlowRunContext, TaskRunContext
-
-    if FlowRunContext.get() is None and TaskRunContext.get() is None:
-        return None
-    table = [
-        {
-            "reason": stat.reason,
-            "column": stat.column,
-            "evaluated": stat.evaluated,
-            "failed": stat.unexpected,
-            "passed": stat.evaluated - stat.unexpected,
-        }
-        for stat in outcome.stats
-    ]
-    create_table_artifact(
-        table=table,
-        key="order-events-validation",
-        description=f"order_events validation of batch {batch_id}: "
-        f"{len(outcome.valid)} valid, {len(outcome.rejected)} rejected",
-    )
-    return None

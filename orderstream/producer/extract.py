@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import pandas as pd
-from prefect import task
-from prefect.cache_policies import NO_CACHE
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
@@ -37,6 +35,3 @@ def read_pending(session: Session, after_id: int, limit: int) -> pd.DataFrame:
 def count_pending(session: Session) -> int:
     return int(session.scalar(select(func.count()).where(OrderEvent.outcome.is_(None))) or 0)
 
-
-# Sessions and producers are not hashable inputs: these tasks never cache.
-extract_chunk = task(read_pending, name="extract_chunk", retries=3, retry_delay_seconds=[2, 5, 15], cache_policy=NO_CACHE)

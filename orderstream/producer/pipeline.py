@@ -1,0 +1,220 @@
+"""One produce pass: extract -> validate (GX) -> filter and produce -> commit progress, chunk by chunk.
+
+A pass works with two chunks in hand: while this thread extracts, validates and sends chunk N+1,
+a second one awaits chunk N's acknowledgements and commits its progress. The broker and the
+database do their part of N while Python works on N+1; progress still moves only after the broker
+acknowledged, and at most two chunks are held in memory.
+
+The steps are plain functions; `Steps` says how a pass calls them, so the Prefect layer
+(`tasks/produce.py`) runs them as tasks and the benchmark times them without patching anything.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field, replace
+from typing import Any, Protocol
+
+import pandas as pd
+from sqlalchemy.orm import Session, sessionmaker
+
+from orderstream import metrics
+from orderstream.kafka.producer import DeliveryReport, OrderProducer
+from orderstream.lifecycle import stop_requested
+from orderstream.ops.common import run_logger
+from orderstream.producer.extract import read_pending
+from orderstream.producer.progress import BatchCounts, commit_batch
+from orderstream.producer.publish import delivery_orders_producer, inventory_orders_producer
+from orderstream.settings import Settings
+from orderstream.validation import ValidationOutcome, validate_events
+
+ROUTED = ("inventory", "delivery")
+
+
+@dataclass
+class PassReport:
+    batches: int = 0
+    counts: BatchCounts = field(default_factory=BatchCounts)
+    quarantine_reasons: dict[str, int] = field(default_factory=dict)
+
+    def add(self, counts: BatchCounts, reasons: dict[str, int], batches: int = 1) -> None:
+        self.batches += batches
+        for name, value in asdict(counts).items():
+            setattr(self.counts, name, getattr(self.counts, name) + value)
+        for reason, n in reasons.items():
+            self.quarantine_reasons[reason] = self.quarantine_reasons.get(reason, 0) + n
+
+
+@dataclass
+class SentBatch:
+    """A chunk validated and handed to the producer, its messages awaiting acknowledgement."""
+
+    batch_id: str
+    extracted: int
+    outcome: ValidationOutcome  # `valid` cut down to the ids
+    sent: list[pd.DataFrame]  # the ids of the rows sent, per routed type
+    other: pd.DataFrame  # the ids of valid rows of other types: skipped
+    delivery: DeliveryReport
+    started: float
+
+
+FinishResult = tuple[BatchCounts, dict[str, int]]
+
+
+def send_batch(frame: pd.DataFrame, settings: Settings, producer: OrderProducer) -> SentBatch:
+    """Validate one chunk and send its valid routed rows; nothing is committed yet."""
+    started = time.perf_counter()
+    batch_id = uuid.uuid4().hex
+    outcome = validate_events(frame, docs_dir=settings.gx_dir, batch_id=batch_id)
+    delivery = DeliveryReport()
+    sent = [
+        inventory_orders_producer(outcome.valid, producer, delivery, settings.inventory_topic),
+        delivery_orders_producer(outcome.valid, producer, delivery, settings.delivery_topic),
+    ]
+    other = outcome.valid[~outcome.valid["type"].isin(ROUTED)]
+    # Finishing needs only the rows' ids (and the rejected rows): the chunk's fields are freed
+    # while the next chunk is validated, so one chunk's data is in memory, not two.
+    ids = ["id", "event_id"]
+    slim = replace(outcome, valid=outcome.valid[ids])
+    return SentBatch(batch_id, len(frame), slim, [rows[ids] for rows in sent], other[ids], delivery, started)
+
+
+def finish_batch(
+    batch: SentBatch, settings: Settings, producer: OrderProducer, sessions: sessionmaker[Session]
+) -> FinishResult:
+    """Await the chunk's acknowledgements, then commit the outcome of every row in one transaction."""
+    log = run_logger("orderstream.produce")
+    report = producer.await_delivery(batch.delivery, settings.message_timeout_ms / 1000 + 30)
+    unknown = any(event_id == "" for event_id, _ in report.failed)
+    failed = report.failed_ids
+    rejected = batch.outcome.rejected
+    produced_ids: list[int] = []
+    counts = BatchCounts(extracted=batch.extracted, skipped_other=len(batch.other), quarantined=len(rejected))
+    unacknowledged: dict[str, int] = {}  # per topic
+    for event_type, topic, rows in zip(ROUTED, (settings.inventory_topic, settings.delivery_topic), batch.sent):
+        # Rows of a failed message stay pending; if the broker left some unanswered we
+        # cannot tell which, so the whole batch stays pending and is re-sent.
+        ok = rows.iloc[0:0] if unknown else rows[~rows["event_id"].isin(failed)]
+        produced_ids.extend(int(i) for i in ok["id"])
+        setattr(counts, f"produced_{event_type}", len(ok))
+        unacknowledged[topic] = len(rows) - len(ok)
+    counts.unacknowledged = sum(unacknowledged.values())
+    with sessions.begin() as session:
+        commit_batch(
+            session,
+            batch.batch_id,
+            produced_ids=produced_ids,
+            skipped_ids=[int(i) for i in batch.other["id"]],
+            rejected=rejected,
+            counts=counts,
+            validation=batch.outcome.summary(),
+        )
+    reasons: dict[str, int] = {}
+    for row_reasons in rejected.get("reasons", []):
+        for reason in row_reasons:
+            reasons[reason] = reasons.get(reason, 0) + 1
+    record_metrics(settings, counts, reasons, unacknowledged, time.perf_counter() - batch.started)
+    log.info(
+        "batch %s: %d extracted, %d -> %s, %d -> %s, %d other skipped, %d quarantined, %d unacknowledged",
+        batch.batch_id, counts.extracted, counts.produced_inventory, settings.inventory_topic,
+        counts.produced_delivery, settings.delivery_topic, counts.skipped_other, counts.quarantined,
+        counts.unacknowledged,
+    )
+    if len(rejected) and len(rejected) == batch.extracted:
+        log.warning("batch %s: every one of its %d rows failed validation", batch.batch_id, batch.extracted)
+    if counts.unacknowledged:
+        sample = "; ".join(f"{e or '?'}: {err}" for e, err in report.failed[:3])
+        log.error("batch %s: %d messages not acknowledged (%s); they stay pending", batch.batch_id, counts.unacknowledged, sample)
+    return counts, reasons
+
+
+def record_metrics(
+    settings: Settings, counts: BatchCounts, reasons: dict[str, int], unacknowledged: dict[str, int], seconds: float
+) -> None:
+    metrics.produced.labels(settings.inventory_topic).inc(counts.produced_inventory)
+    metrics.produced.labels(settings.delivery_topic).inc(counts.produced_delivery)
+    for topic, n in unacknowledged.items():
+        metrics.delivery_errors.labels(topic).inc(n)
+    metrics.skipped_other.inc(counts.skipped_other)
+    for reason, n in reasons.items():
+        metrics.quarantined.labels(reason).inc(n)
+    metrics.producer_batch_size.observe(counts.extracted)
+    metrics.producer_batch_seconds.observe(seconds)
+
+
+class Outcome(Protocol):
+    """A finishing batch: a `concurrent.futures.Future`, or a Prefect future."""
+
+    def result(self) -> FinishResult: ...
+
+
+@dataclass(frozen=True)
+class Steps:
+    """How a pass calls its steps: by default the functions above, finishing in a thread of the pass."""
+
+    extract: Callable[[Session, int, int], pd.DataFrame] = read_pending
+    send: Callable[[pd.DataFrame, Settings, OrderProducer], SentBatch] = send_batch
+    # Starts finish_batch(batch, settings, producer, sessions) and returns its outcome; None: a thread.
+    finish: Callable[[SentBatch, Settings, OrderProducer, sessionmaker[Session]], Outcome] | None = None
+
+
+# Who wants to hear of each finished batch's row count: the CLI's progress bar.
+_progress_watchers: list[Callable[[int], None]] = []
+
+
+@contextmanager
+def watching_progress(callback: Callable[[int], None]) -> Iterator[None]:
+    """Call `callback(rows)` after each batch this process finishes, while in the block."""
+    _progress_watchers.append(callback)
+    try:
+        yield
+    finally:
+        _progress_watchers.remove(callback)
+
+
+def produce_pass(
+    settings: Settings,
+    producer: OrderProducer,
+    sessions: sessionmaker[Session],
+    *,
+    chunk_size: int,
+    steps: Steps = Steps(),
+) -> PassReport:
+    """One pass over everything pending, chunk by chunk, the previous chunk finishing in a
+    second thread (see the module docstring); memory is bounded by two chunks."""
+    report = PassReport()
+    finishing: Outcome | None = None
+
+    def finished() -> None:
+        assert finishing is not None
+        counts, reasons = finishing.result()
+        report.add(counts, reasons)
+        for watcher in list(_progress_watchers):
+            watcher(counts.extracted)
+
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="finish-batch") as finisher:
+
+        def in_thread(*args: Any) -> Future[FinishResult]:
+            return finisher.submit(finish_batch, *args)
+
+        finish = steps.finish or in_thread
+        after_id = 0
+        try:
+            while not stop_requested.is_set():
+                with sessions() as session:
+                    frame = steps.extract(session, after_id, chunk_size)
+                if frame.empty:
+                    break
+                after_id = int(frame["id"].iloc[-1])
+                sent = steps.send(frame, settings, producer)
+                if finishing is not None:
+                    finished()
+                finishing = finish(sent, settings, producer, sessions)
+        finally:
+            if finishing is not None:
+                finished()
+    return report

@@ -1,0 +1,68 @@
+"""The producer as a whole: one batch pass over everything pending, or continuous passes."""
+
+from __future__ import annotations
+
+import time
+
+from orderstream.db.locks import run_lock
+from orderstream.errors import UserError
+from orderstream.kafka.producer import OrderProducer
+from orderstream.ops.common import run_logger
+from orderstream.producer.extract import count_pending
+from orderstream.producer.pipeline import PassReport, Steps, produce_pass
+from orderstream.lifecycle import stop_requested
+from orderstream.runtime import Runtime
+
+
+class ProducerBusy(UserError):
+    """Another producer is running for this database: two would send the same rows twice."""
+
+
+class NotAcknowledged(UserError):
+    """Some messages were not acknowledged: their rows stay pending for the next pass."""
+
+
+def run_producer(
+    runtime: Runtime,
+    *,
+    continuous: bool = False,
+    chunk_size: int | None = None,
+    poll_interval_s: float | None = None,
+    duration_s: float | None = None,
+    batch_steps: Steps = Steps(),
+) -> PassReport:
+    """Produce every new source event once (or keep polling with `continuous`, until a stop
+    request or `duration_s`). `batch_steps` runs a batch pass; continuous passes call the
+    library functions directly (a long-running loop must not create a task per batch)."""
+    settings, engine, sessions = runtime.settings, runtime.engine, runtime.sessions
+    log = run_logger("orderstream.produce")
+    chunk = chunk_size or settings.produce_chunk_size
+    interval = settings.produce_poll_interval_s if poll_interval_s is None else poll_interval_s
+    total = PassReport()
+    busy = ProducerBusy("another `orderstream produce` is running for this database; stop it or let it finish")
+    with run_lock(engine, "produce", settings.producer_lock_timeout_s, busy), OrderProducer(settings) as producer:
+        producer.check_topics([settings.inventory_topic, settings.delivery_topic])
+        if not continuous:
+            with sessions() as session:
+                log.info("produce pass: %d events pending, chunks of %d", count_pending(session), chunk)
+            total = produce_pass(settings, producer, sessions, chunk_size=chunk, steps=batch_steps)
+        else:
+            deadline = time.monotonic() + duration_s if duration_s else None
+            log.info("continuous produce: polling every %.2fs", interval)
+            while not stop_requested.is_set() and (deadline is None or time.monotonic() < deadline):
+                one = produce_pass(settings, producer, sessions, chunk_size=chunk)
+                if one.batches:
+                    total.add(one.counts, one.quarantine_reasons, one.batches)
+                else:
+                    stop_requested.wait(interval)
+    c = total.counts
+    log.info(
+        "produced %d inventory and %d delivery events, %d other skipped, %d quarantined, %d unacknowledged",
+        c.produced_inventory, c.produced_delivery, c.skipped_other, c.quarantined, c.unacknowledged,
+    )
+    if c.unacknowledged and not continuous:
+        raise NotAcknowledged(
+            f"{c.unacknowledged} events were not acknowledged by Kafka; they stay pending and the next "
+            "`orderstream produce` re-sends them"
+        )
+    return total

@@ -1,0 +1,92 @@
+"""The Data Docs of the validation runs: each batch's result kept in a GX file store, the site rendered on demand."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from functools import cache
+from pathlib import Path
+from typing import Iterable
+from urllib.parse import urlparse
+from urllib.request import url2pathname
+
+import pandas as pd
+
+from expectations.order_events import SUITE_NAME, configure_order_events
+from orderstream.validation.suite import DOCS_SAMPLE, failing_rows
+
+@cache
+def _docs_context(docs_dir: str):
+    """A file context rooted at docs_dir (its stores, and the site under uncommitted/data_docs),
+    made once per directory and process."""
+    import great_expectations as gx
+
+    context = gx.get_context(mode="file", context_root_dir=docs_dir)
+    configure_order_events(context)
+    return context
+
+
+def keep_validation_result(docs_dir: Path, suite_result, frame: pd.DataFrame, batch_id: str) -> None:
+    """Store one batch's result in docs_dir's validation results store, for `build_data_docs`.
+
+    Rendering is left to the report: building the site costs far more than validating a batch.
+    The kept result holds the counts and a sample of failing rows (event_id and value) per
+    expectation; every failing row with all its reasons is in the quarantine already.
+    """
+    from great_expectations.core.run_identifier import RunIdentifier
+    from great_expectations.data_context.types.resource_identifiers import (
+        ExpectationSuiteIdentifier,
+        ValidationResultIdentifier,
+    )
+
+    context = _docs_context(str(Path(docs_dir).resolve()))
+    for one in suite_result.results:
+        one.result = _docs_sample(one.result or {}, frame, one.expectation_config.meta["field"])
+    run_id = RunIdentifier(run_name=batch_id, run_time=datetime.now(timezone.utc))
+    suite_result.meta.update({"run_id": run_id, "validation_time": run_id.run_time})
+    key = ValidationResultIdentifier(
+        expectation_suite_identifier=ExpectationSuiteIdentifier(name=SUITE_NAME),
+        run_id=run_id,
+        batch_identifier=batch_id,
+    )
+    context.validation_results_store.set(key, suite_result)
+
+
+def _docs_sample(result: dict, frame: pd.DataFrame, field: str) -> dict:
+    """The result with its full position list replaced by a few (value, event_id) samples,
+    in the shape Data Docs renders as a table of unexpected values and their ids."""
+    rows = failing_rows(result)[:DOCS_SAMPLE]
+    kept = {k: v for k, v in result.items() if k not in ("unexpected_index_list", "partial_unexpected_index_list")}
+    if not rows:
+        return kept
+    sample = frame.iloc[rows]
+    values = [None if pd.isna(v) else v for v in sample[field]]
+    ids = [None if pd.isna(v) else v for v in sample["event_id"]]
+    counts = pd.Series(values, dtype=object).value_counts(dropna=False)
+    kept.update(
+        unexpected_index_column_names=["event_id"],
+        partial_unexpected_list=values,
+        partial_unexpected_counts=[{"value": v, "count": int(n)} for v, n in counts.items()],
+        unexpected_index_list=[{**{field: v}, "event_id": i} for v, i in zip(values, ids)],
+    )
+    return kept
+
+
+def build_data_docs(docs_dir: Path, results: Iterable[str] | None = None) -> Path:
+    """Render the Data Docs site under docs_dir and return its index.html.
+
+    `results`: batch ids whose kept results get (re)rendered; None renders every kept result.
+    The index always lists every kept result.
+    """
+    from great_expectations.data_context.types.resource_identifiers import ValidationResultIdentifier
+
+    context = _docs_context(str(Path(docs_dir).resolve()))
+    identifiers = None
+    if results is not None:
+        wanted = set(results)
+        identifiers = [
+            key
+            for key in context.validation_results_store.list_keys()
+            if isinstance(key, ValidationResultIdentifier) and key.batch_identifier in wanted
+        ]
+    urls = context.build_data_docs(resource_identifiers=identifiers)
+    return Path(url2pathname(urlparse(next(iter(urls.values()))).path))
