@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 export ORDERSTREAM_HOME ?= $(CURDIR)/.orderstream
 
-.PHONY: install browser run test test-faults bench stop clean
+.PHONY: install browser lint run test test-faults bench stop clean
 
 install: $(VENV)/.installed
 
@@ -19,8 +19,14 @@ run: install
 	$(BIN)/orderstream seed --orders 2000 --invalid-rate 0.02
 	$(BIN)/orderstream run
 
-test: install browser
+test: install browser lint
 	$(BIN)/python -m pytest -m "unit or integration" -q
+
+# The habits the code keeps: lint and import order, the layers, types (configured in pyproject.toml).
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/lint-imports
+	$(BIN)/mypy
 
 # Debian's Chromium for the UI check (no browser downloads); the test skips without it.
 browser:

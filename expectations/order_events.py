@@ -1,4 +1,4 @@
-"""The `order_events` Expectation Suite: the contract's field table (CONTRACT.md section 1) as code.
+"""The `order_events` Expectation Suite: the contract's field table (docs/contract.md section 1) as code.
 
 Rows arrive as loaded: strings, None/NaN, or values of the wrong type. `prepare()` turns a
 batch into the frame the suite runs on: the contract's fields as text (blank -> null), two

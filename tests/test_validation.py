@@ -1,4 +1,4 @@
-"""The `order_events` suite and validate_events: every rule of CONTRACT.md section 1, by its reason."""
+"""The `order_events` suite and validate_events: every rule of docs/contract.md section 1, by its reason."""
 
 from __future__ import annotations
 

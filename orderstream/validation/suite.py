@@ -20,20 +20,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from expectations.order_events import ROW, SUITE_NAME, prepare, suite_parts
-
-# COMPLETE lists every failing row. With the positional index named `_row` and
-# exclude_unexpected_values, GX returns the positions as one plain list; asking for the values
-# (or for an index *column* such as event_id) makes GX walk the failing rows one by one in
-# Python, about 10x slower on a batch with many failures.
-RESULT_FORMAT = {
-    "result_format": "COMPLETE",
-    "unexpected_index_column_names": [ROW],
-    "exclude_unexpected_values": True,
-    "return_unexpected_index_query": False,
-}
-DOCS_SAMPLE = 20  # failing event ids kept per expectation in a result kept for Data Docs
-
+from expectations.order_events import SUITE_NAME, prepare, suite_parts
+from orderstream.validation.docs import keep_validation_result
+from orderstream.validation.results import RESULT_FORMAT, failing_rows
 
 class ValidationFailed(RuntimeError):
     """An expectation could not be evaluated: the batch must not pass unjudged."""
@@ -131,12 +120,6 @@ def _run_suite(frame: pd.DataFrame) -> tuple[Any, list[Any]]:
     return merged, not_run
 
 
-def failing_rows(result: dict) -> list[int]:
-    # exclude_unexpected_values gives [{"_row": [positions...]}]
-    lists = result.get("unexpected_index_list") or []
-    return [row for entry in lists for row in entry.get(ROW, [])]
-
-
 def _exception(info: dict | None) -> str | None:
     """The message of an exception GX caught while evaluating one expectation, if any.
     GX reports it either flat or keyed by the metric that raised."""
@@ -214,7 +197,5 @@ def validate_events(
     rejected = df.iloc[failed].copy()
     rejected["reasons"] = pd.Series(reasons, index=rejected.index, dtype=object)
     if docs_dir is not None:
-        from orderstream.validation.docs import keep_validation_result
-
         keep_validation_result(docs_dir, suite_result, frame, batch_id)
     return ValidationOutcome(valid=df.iloc[~failed], rejected=rejected, stats=stats)
