@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import socket
 import time
 from collections.abc import Iterable
 
@@ -12,6 +11,7 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import REGISTRY, Collector
 
 from orderstream.errors import UserError
+from orderstream.processes import bind_error
 from orderstream.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -132,12 +132,9 @@ def serve(port: int, settings: Settings | None = None, role: str | None = None):
 def ensure_ports_free(ports: Iterable[int]) -> None:
     """Fail before starting anything if one of the metrics `ports` is taken."""
     for port in ports:
-        with socket.socket() as probe:
-            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the metrics server binds
-            try:
-                probe.bind(("127.0.0.1", port))
-            except OSError as exc:
-                raise _port_taken(port, exc) from None
+        error = bind_error("127.0.0.1", port)  # probed reusing the address, as the metrics server binds
+        if error is not None:
+            raise _port_taken(port, error)
 
 
 def _port_taken(port: int, exc: OSError) -> UserError:

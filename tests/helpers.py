@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import time
 import urllib.request
@@ -15,8 +14,7 @@ from typing import TypeVar
 
 import pytest
 
-from orderstream.errors import UserError
-from orderstream.metrics import ensure_ports_free
+from orderstream import processes
 from orderstream.settings import Settings
 
 T = TypeVar("T")
@@ -51,14 +49,9 @@ def free_port(span: int = 1) -> int:
     """A port nobody listens on right now, and with `span`, the `span - 1` after it free too
     (replicas serve metrics on port + i)."""
     while True:
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
-        try:
-            ensure_ports_free(range(port + 1, port + span))
-        except UserError:
-            continue
-        return port
+        port = processes.free_port()
+        if all(processes.port_is_free(processes.LOCALHOST, p) for p in range(port + 1, port + span)):
+            return port
 
 
 def scrape(port: int) -> str:

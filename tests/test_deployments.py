@@ -22,7 +22,8 @@ from sqlalchemy import select
 
 from orderstream.db.engine import make_engine, session_factory
 from orderstream.db.models import ReconciliationRun
-from orderstream.serve import LONG_RUNNING, WORK_POOL, ServeHandle, _group_running, free_port
+from orderstream.processes import free_port, group_running
+from orderstream.serve import LONG_RUNNING, WORK_POOL, ServeHandle
 from orderstream.settings import Settings
 from orderstream.stack.local import delete_topics, ensure_topics
 
@@ -194,6 +195,6 @@ def test_stop_cancels_the_runs_and_leaves_no_process(served: ServeHandle) -> Non
     took = time.monotonic() - started
     assert {served.final_states[run_id] for run_id in served.flow_runs.values()} == {"Cancelled"}
     assert not server.alive() and not worker.alive()
-    assert not _group_running(server.pid) and not _group_running(worker.pid)
-    assert served.run_pids and not [pid for pid in served.run_pids if _group_running(pid)]
+    assert not group_running(server.pid) and not group_running(worker.pid)
+    assert served.run_pids and not [pid for pid in served.run_pids if group_running(pid)]
     assert took < 90, f"stopping took {took:.0f} s"

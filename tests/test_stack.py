@@ -16,9 +16,11 @@ from confluent_kafka.admin import AdminClient, ConfigResource
 from sqlalchemy import Engine, inspect
 
 from orderstream.errors import UserError
+from orderstream.kafka import clients
+from orderstream.kafka.address import bootstrap_servers
+from orderstream.processes import cmdline
 from orderstream.settings import Settings
 from orderstream.stack.local import (
-    bootstrap_servers,
     delete_topics,
     down,
     kill_node,
@@ -39,13 +41,6 @@ def home_settings(home: Path, **overrides) -> Settings:
     """Settings of a local home, immune to KAFKA_* variables of the environment."""
     values = {"orderstream_home": home, "kafka_bootstrap_servers": None, "kafka_port": 0, "topic_partitions": 6}
     return Settings(**{**values, **overrides})
-
-
-def cmdline(pid: int) -> list[str]:
-    try:
-        return Path(f"/proc/{pid}/cmdline").read_bytes().decode().split("\0")
-    except FileNotFoundError:
-        return []
 
 
 def admin(settings: Settings) -> AdminClient:
@@ -186,7 +181,7 @@ def test_external_mode_starts_nothing(local_home: Settings, tmp_path: Path) -> N
 
 @pytest.mark.integration
 def test_settings_fixture_gives_private_topics_and_a_migrated_database(settings: Settings, engine: Engine) -> None:
-    topics = AdminClient(settings.kafka_client_config()).list_topics(timeout=10).topics
+    topics = clients.admin_client(settings).list_topics(timeout=10).topics
     assert {name: len(topics[name].partitions) for name in pipeline_topics(settings)} == dict.fromkeys(
         pipeline_topics(settings), 3
     )

@@ -34,6 +34,7 @@ from orderstream.bench.cpu import CpuMeter, postmaster_pid
 from orderstream.db.engine import make_engine, migrate, normalize_url, session_factory
 from orderstream.errors import UserError
 from orderstream.kafka import clients
+from orderstream.kafka.address import bootstrap_servers
 from orderstream.settings import Settings
 from orderstream.stack import local
 
@@ -115,7 +116,7 @@ class BenchEnv:
         if not base.database_url or make_url(normalize_url(base.database_url)).get_backend_name() != "postgresql":
             raise UserError("the bench needs PostgreSQL: unset DATABASE_URL (a throwaway server is started) or point it at PostgreSQL")
         self.base = base
-        self.bootstrap = local.bootstrap_servers(base)
+        self.bootstrap = bootstrap_servers(base)
         self.broker_pids = set(broker_pids or ())
         self._admin = clients.admin_client(base)
         self._postmaster: int | None = None
@@ -142,7 +143,7 @@ class BenchEnv:
                 if info.started:
                     stack.callback(local.down, settings)
                 broker_pids = {node.pid for node in info.nodes if node.pid}
-                settings = copy_settings(settings, kafka_bootstrap_servers=local.bootstrap_servers(settings))
+                settings = copy_settings(settings, kafka_bootstrap_servers=bootstrap_servers(settings))
             if not settings.database_url:
                 log.info("starting a throwaway PostgreSQL")
                 pg = stack.enter_context(ThrowawayPostgres())

@@ -6,10 +6,8 @@ import os
 import pwd
 import shutil
 import signal
-import socket
 import subprocess
 import tempfile
-import time
 from functools import cache
 from pathlib import Path
 from types import TracebackType
@@ -18,6 +16,7 @@ import psycopg
 from psycopg import sql
 
 from orderstream.errors import UserError
+from orderstream.processes import free_port, pid_running, wait_until
 
 HOST = "127.0.0.1"
 OWNER = "postgres"  # PostgreSQL refuses to run as root; as root we run it as this user
@@ -102,9 +101,7 @@ class ThrowawayPostgres:
             os.killpg(pid, signal.SIGKILL)
         else:
             os.kill(pid, signal.SIGKILL)
-        deadline = time.monotonic() + 10
-        while not _gone(pid) and time.monotonic() < deadline:
-            time.sleep(0.05)
+        wait_until(lambda: not pid_running(pid), 10, interval=0.05)
         # A zombie of it (where init does not reap) would pass PostgreSQL's own stale-lock checks.
         root = self._require_root()
         (root / "data" / "postmaster.pid").unlink(missing_ok=True)
@@ -139,7 +136,7 @@ class ThrowawayPostgres:
                     "create one, or run as another user"
                 ) from None
             os.chown(root, owner.pw_uid, owner.pw_gid)
-        self._root, self.port = root, _free_port()
+        self._root, self.port = root, free_port(HOST)
         (root / "sock").mkdir()
         if os.geteuid() == 0:
             os.chown(root / "sock", owner.pw_uid, owner.pw_gid)
@@ -163,7 +160,7 @@ class ThrowawayPostgres:
             pid = int((self._require_root() / "data" / "postmaster.pid").read_text().split("\n", 1)[0])
         except (FileNotFoundError, ValueError):
             return None
-        return None if _gone(pid) else pid
+        return pid if pid_running(pid) else None
 
     def _log_tail(self) -> str:
         try:
@@ -181,23 +178,3 @@ class ThrowawayPostgres:
         if self.port is None:
             raise RuntimeError("ThrowawayPostgres is not started")
         return self.port
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind((HOST, 0))
-        return sock.getsockname()[1]
-
-
-def _gone(pid: int) -> bool:
-    """True if the process no longer runs; a zombie counts as gone."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return True
-    except PermissionError:
-        return False
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
-    except (FileNotFoundError, IndexError):
-        return Path("/proc/self").exists()  # with procfs, no stat file means it just exited

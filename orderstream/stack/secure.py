@@ -18,7 +18,6 @@ from __future__ import annotations
 import json
 import os
 import secrets
-import time
 from pathlib import Path
 
 from confluent_kafka import KafkaError, KafkaException
@@ -27,13 +26,15 @@ from confluent_kafka.admin import (
     AclBindingFilter,
     AclOperation,
     AclPermissionType,
-    AdminClient,
     ResourcePatternType,
     ResourceType,
 )
 from pydantic import SecretStr
 
 from orderstream.errors import BrokerUnavailable, UserError
+from orderstream.kafka import clients
+from orderstream.kafka.address import bootstrap_servers
+from orderstream.processes import wait_until
 from orderstream.settings import Settings, dlq_topic
 
 ADMIN = "admin"
@@ -181,7 +182,7 @@ def ensure_acls(admin_settings: Settings) -> list[AclBinding]:
     wait until the broker enforces them. `admin_settings` must log in as a principal allowed to
     alter ACLs: for the local secure broker, `secure_client_settings(settings, ADMIN)`."""
     wanted = pipeline_acls(admin_settings)
-    admin = AdminClient(admin_settings.kafka_client_config())
+    admin = clients.admin_client(admin_settings)
     for binding, future in admin.create_acls(wanted, request_timeout=ACL_TIMEOUT_S).items():
         try:
             future.result(timeout=ACL_TIMEOUT_S + 5)
@@ -190,25 +191,27 @@ def ensure_acls(admin_settings: Settings) -> list[AclBinding]:
     everything = AclBindingFilter(
         ResourceType.ANY, None, ResourcePatternType.ANY, None, None, AclOperation.ANY, AclPermissionType.ANY
     )
-    deadline = time.monotonic() + ACL_TIMEOUT_S
-    while True:
+    present: set[AclBinding] = set()
+
+    def enforced() -> bool:
+        nonlocal present
         # The broker answers DescribeAcls from the authorizer's own view: once they show, they hold.
         try:
             present = set(admin.describe_acls(everything, request_timeout=10).result(timeout=15))
         except KafkaException:
             present = set()
-        if present >= set(wanted):
-            return wanted
-        if time.monotonic() > deadline:
-            raise BrokerUnavailable(
-                f"Kafka at {admin_settings.kafka_client_config()['bootstrap.servers']} did not show "
-                f"{len(set(wanted) - present)} new ACL(s) within {ACL_TIMEOUT_S:.0f} s"
-            )
-        time.sleep(0.1)
+        return present >= set(wanted)
+
+    if not wait_until(enforced, ACL_TIMEOUT_S, interval=0.1):
+        raise BrokerUnavailable(
+            f"Kafka at {bootstrap_servers(admin_settings)} did not show "
+            f"{len(set(wanted) - present)} new ACL(s) within {ACL_TIMEOUT_S:.0f} s"
+        )
+    return wanted
 
 
 def _raise_acl_error(settings: Settings, what: str, exc: Exception) -> None:
-    where = settings.kafka_client_config()["bootstrap.servers"]
+    where = bootstrap_servers(settings)
     error = exc.args[0] if isinstance(exc, KafkaException) and exc.args else None
     if not isinstance(error, KafkaError) or error.code() in UNREACHABLE:
         raise BrokerUnavailable(f"Kafka at {where} did not answer: cannot {what}") from None
