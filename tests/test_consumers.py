@@ -15,7 +15,7 @@ import urllib.request
 import orjson
 import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
-from confluent_kafka.admin import AdminClient, AlterConfigOpType, ConfigEntry, ConfigResource
+from confluent_kafka.admin import AlterConfigOpType, ConfigEntry, ConfigResource
 from sqlalchemy import func, insert, select
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
@@ -33,6 +33,7 @@ from orderstream.db.models import (
     Reservation,
     Stock,
 )
+from orderstream.kafka.clients import admin_client, connection_config
 from orderstream.settings import Settings, dlq_topic
 from tests.helpers import wait_until
 from tests.topics import read_topic
@@ -61,7 +62,7 @@ def dlv(event_id: str, order_id: str, status: str | None = "requested", created_
 
 
 def producer(settings: Settings, **extra) -> Producer:
-    return Producer({**settings.kafka_client_config(), "enable.idempotence": True, "acks": "all",
+    return Producer({**connection_config(settings), "enable.idempotence": True, "acks": "all",
                      "linger.ms": 5, **extra})
 
 
@@ -158,7 +159,7 @@ def _group_client(settings: Settings, role: str) -> Consumer:
     # A consumer that never subscribes reads and commits the group's offsets without joining
     # it. (The AdminClient's ListConsumerGroupOffsets can crash librdkafka 2.16 on a broker
     # whose coordinator is still loading.)
-    return Consumer({**settings.kafka_client_config(), "group.id": settings.groups[role],
+    return Consumer({**connection_config(settings), "group.id": settings.groups[role],
                      "enable.auto.commit": False})
 
 
@@ -227,7 +228,7 @@ def test_reserves_while_stock_covers_then_backorders_with_exact_stock(settings, 
 
 
 def _allow_large_messages(settings: Settings, topics: list[str], size: int) -> None:
-    admin = AdminClient(settings.kafka_client_config())
+    admin = admin_client(settings)
     resources = [ConfigResource(ConfigResource.Type.TOPIC, t, incremental_configs=[
         ConfigEntry("max.message.bytes", str(size), incremental_operation=AlterConfigOpType.SET)]) for t in topics]
     for future in admin.incremental_alter_configs(resources).values():
@@ -499,7 +500,7 @@ def test_run_replicas_drains_with_separate_processes(settings, engine):
 
 
 def _group_members(settings: Settings, group: str) -> int:
-    admin = AdminClient(settings.kafka_client_config())
+    admin = admin_client(settings)
     description = admin.describe_consumer_groups([group])[group].result(timeout=10)
     return sum(1 for m in description.members if m.assignment and m.assignment.topic_partitions)
 

@@ -27,7 +27,8 @@ from orderstream.db.models import (
     Stock,
 )
 from orderstream.errors import UserError
-from orderstream.kafka.lag import admin_client, end_offsets
+from orderstream.kafka.clients import admin_client
+from orderstream.kafka.lag import end_offsets
 from orderstream.ops.offsets import GroupActive, active_members, group_committed, parse_timestamp
 from orderstream.ops.replay import replay_group
 from orderstream.reconcile import reconcile
@@ -124,7 +125,7 @@ def test_unknown_sku_dead_letters_apply_exactly_once_after_the_stock_is_loaded(s
     load_stock(engine, [("SKU-1", "main", 10)])
     load(engine, [inventory("i-ok", "o1"), inventory("i-new-1", "o2", sku="SKU-NEW", quantity="3"),
                   inventory("i-new-2", "o3", sku="SKU-NEW", quantity="4")])
-    produce_orders(settings)
+    produce_orders()
     drain(settings, "inventory")
     assert ledger(engine, group) == {"i-ok": ("applied", None), "i-new-1": ("dead_lettered", "UnknownSku"),
                                      "i-new-2": ("dead_lettered", "UnknownSku")}
@@ -132,7 +133,7 @@ def test_unknown_sku_dead_letters_apply_exactly_once_after_the_stock_is_loaded(s
     assert len(read_topic(settings, dlq)) == 2
 
     # Replayed before the cause is fixed: they fail again, stay dead-lettered, are not re-sent.
-    early = replay_dead_letters(settings, role="inventory")
+    early = replay_dead_letters(role="inventory")
     assert (early.read, early.applied, early.failed_again, early.failed_reasons) == (2, 0, 2, {"UnknownSku": 2})
     assert ledger(engine, group)["i-new-1"] == ("dead_lettered", "UnknownSku")
     assert set(reservations(engine)) == {"i-ok"}
@@ -140,9 +141,9 @@ def test_unknown_sku_dead_letters_apply_exactly_once_after_the_stock_is_loaded(s
     load_stock(engine, [("SKU-NEW", "main", 7)])  # the fix
     # `limit` caps the dead letters read; the failed ones of the early run were left unread
     # (the replay group's offset stays at them), so the rest is picked up by the next run.
-    one = replay_dead_letters(settings, role="inventory", limit=1)
+    one = replay_dead_letters(role="inventory", limit=1)
     assert (one.read, one.applied, one.failed_again) == (1, 1, 0)
-    rest = replay_dead_letters(settings, role="inventory")
+    rest = replay_dead_letters(role="inventory")
     assert (rest.read, rest.applied, rest.failed_again) == (1, 1, 0)
     assert sorted(one.applied_ids + rest.applied_ids) == ["i-new-1", "i-new-2"]
     assert reservations(engine) == {"i-ok": ("reserved", "SKU-1", 2), "i-new-1": ("reserved", "SKU-NEW", 3),
@@ -159,9 +160,9 @@ def test_unknown_sku_dead_letters_apply_exactly_once_after_the_stock_is_loaded(s
 
     # Second run: nothing to read, nothing changes; a full re-read also changes nothing.
     before = (ledger_rows(engine, group), reservations(engine), stock(engine))
-    again = replay_dead_letters(settings, role="inventory")
+    again = replay_dead_letters(role="inventory")
     assert (again.read, again.applied, again.failed_again) == (0, 0, 0)
-    full = replay_dead_letters(settings, role="inventory", from_beginning=True)
+    full = replay_dead_letters(role="inventory", from_beginning=True)
     assert (full.read, full.applied, full.failed_again, full.not_dead_lettered) == (2, 0, 0, 2)
     assert (ledger_rows(engine, group), reservations(engine), stock(engine)) == before
 
@@ -171,11 +172,11 @@ def test_illegal_delivery_transition_applies_on_replay_once_its_order_exists(set
     group = settings.delivery_group
     # `dispatched` arrives before the delivery exists (and before it is scheduled): illegal then.
     load(engine, [delivery("d-dispatched", "o9", status="dispatched"), delivery("d-requested", "o9")])
-    produce_orders(settings)
+    produce_orders()
     drain(settings, "delivery")
     assert ledger(engine, group) == {"d-dispatched": ("dead_lettered", "IllegalTransition"),
                                      "d-requested": ("applied", None)}
-    report = replay_dead_letters(settings, role="delivery")
+    report = replay_dead_letters(role="delivery")
     assert (report.read, report.applied, report.failed_again) == (1, 1, 0)
     with Session(engine) as s:
         assert s.get(Delivery, "o9").status == "dispatched"
@@ -183,7 +184,7 @@ def test_illegal_delivery_transition_applies_on_replay_once_its_order_exists(set
     assert ledger(engine, group)["d-dispatched"] == ("applied", None)
     assert reconciliation(engine, settings) == (True, 0, 0)
 
-    again = replay_dead_letters(settings, role="delivery", from_beginning=True)
+    again = replay_dead_letters(role="delivery", from_beginning=True)
     assert (again.read, again.applied, again.not_dead_lettered) == (1, 0, 1)
     with Session(engine) as s:
         assert len(s.scalars(select(Notification)).all()) == 3
@@ -195,12 +196,12 @@ def test_illegal_delivery_transition_applies_on_replay_once_its_order_exists(set
 @pytest.mark.integration
 def test_corrected_quarantined_row_is_released_and_produced_once(settings, engine, tmp_path):
     load(engine, [inventory("q1", "o1", quantity="abc"), inventory("ok1", "o2")])
-    produce_orders(settings)
+    produce_orders()
     assert source(engine)["q1"][0] == "quarantined"
     fix = tmp_path / "fix.csv"
     fix.write_text("event_id,quantity,note\nq1,3,fixed by ops\nok1,9,\nnope,1,\n")
 
-    report = revalidate_quarantine(settings, corrections=str(fix), produce=True)
+    report = revalidate_quarantine(corrections=str(fix), produce=True)
     assert (report.corrections_read, report.unknown, report.not_quarantined) == (3, 1, 1)
     assert (report.corrected, report.revalidated, report.released, report.still_failing) == (1, 1, 1, 0)
     assert report.produced["produced_inventory"] == 1
@@ -215,7 +216,7 @@ def test_corrected_quarantined_row_is_released_and_produced_once(settings, engin
     assert by_id[b"q1"][0]["quantity"] == "3" and by_id[b"q1"][0]["note"] == "fixed by ops"
 
     snapshot = (source(engine), quarantine(engine))
-    again = revalidate_quarantine(settings, corrections=str(fix), produce=True)
+    again = revalidate_quarantine(corrections=str(fix), produce=True)
     assert (again.released, again.revalidated, again.not_quarantined, again.unknown) == (0, 0, 2, 1)
     assert again.produced is None
     assert (source(engine), quarantine(engine)) == snapshot
@@ -225,13 +226,13 @@ def test_corrected_quarantined_row_is_released_and_produced_once(settings, engin
 @pytest.mark.integration
 def test_revalidation_without_corrections_releases_rows_that_now_pass_and_keeps_the_rest(settings, engine):
     load(engine, [inventory("q-fixed", quantity="abc"), inventory("q-bad", sku=None)])
-    produce_orders(settings)
+    produce_orders()
     reasons_fixed, reasons_bad = quarantine(engine)["q-fixed"][0], quarantine(engine)["q-bad"][0]
     # Fixed in place by an operator (or a rule was relaxed): re-validated as it is now.
     with session_factory(engine).begin() as s:
         s.execute(update(OrderEvent).where(OrderEvent.event_id == "q-fixed").values(quantity="5"))
 
-    report = revalidate_quarantine(settings)
+    report = revalidate_quarantine()
     assert (report.revalidated, report.released, report.still_failing) == (2, 1, 1)
     assert report.failing_ids == ["q-bad"] and report.reasons == {r: 1 for r in reasons_bad}
     assert source(engine)["q-fixed"] == (None, "5", "SKU-1", None)  # pending for the next produce pass
@@ -239,11 +240,11 @@ def test_revalidation_without_corrections_releases_rows_that_now_pass_and_keeps_
     assert quarantine(engine) == {"q-fixed": (reasons_fixed, True), "q-bad": (reasons_bad, False)}
 
     snapshot = (source(engine), quarantine(engine))
-    again = revalidate_quarantine(settings)
+    again = revalidate_quarantine()
     assert (again.revalidated, again.released, again.still_failing) == (1, 0, 1)
     assert (source(engine), quarantine(engine)) == snapshot
 
-    produce_orders(settings)
+    produce_orders()
     assert source(engine)["q-fixed"][0] == "produced"
     assert [r.headers["event_id"] for r in read_topic(settings, settings.inventory_topic)] == [b"q-fixed"]
 
@@ -257,18 +258,18 @@ def test_reconsume_from_a_timestamp_rereads_and_the_ledger_makes_it_a_counted_no
     load_stock(engine, [("SKU-1", "main", 100)])
     load(engine, [inventory(f"i{n}", f"o{n}") for n in range(3)])
     start = dt.datetime.now(dt.timezone.utc) - dt.timedelta(seconds=5)
-    produce_orders(settings)
+    produce_orders()
     first = drain(settings, "inventory")
     assert first.applied == 3
     effects = (reservations(engine), stock(engine), ledger_rows(engine, group))
 
-    reset = reconsume_from_timestamp(settings, role="inventory", timestamp=start.isoformat())
+    reset = reconsume_from_timestamp(role="inventory", timestamp=start.isoformat())
     assert reset.changed and reset.to_reread == 3
     assert all(p.offset == 0 for p in reset.partitions)
     assert group_committed(settings, group, settings.inventory_topic) == {
         p.partition: 0 for p in reset.partitions
     }
-    again = reconsume_from_timestamp(settings, role="inventory", timestamp=start.isoformat())
+    again = reconsume_from_timestamp(role="inventory", timestamp=start.isoformat())
     assert not again.changed and again.to_reread == 0
     assert [(p.partition, p.committed_before, p.offset) for p in again.partitions] == [
         (p.partition, 0, 0) for p in reset.partitions
@@ -281,7 +282,7 @@ def test_reconsume_from_a_timestamp_rereads_and_the_ledger_makes_it_a_counted_no
     assert reconciliation(engine, settings) == (True, 0, 0)
 
     # A time after every record: nothing to re-read, offsets go to the end.
-    later = reconsume_from_timestamp(settings, role="inventory", timestamp="2999-01-01T00:00:00Z", dry_run=True)
+    later = reconsume_from_timestamp(role="inventory", timestamp="2999-01-01T00:00:00Z", dry_run=True)
     assert later.to_reread == 0 and later.dry_run
 
 
@@ -289,7 +290,7 @@ def test_reconsume_from_a_timestamp_rereads_and_the_ledger_makes_it_a_counted_no
 def test_reconsume_is_refused_while_the_group_has_active_members(settings, engine):
     load_stock(engine, [("SKU-1", "main", 100)])
     load(engine, [inventory("i1")])
-    produce_orders(settings)
+    produce_orders()
     stop = threading.Event()
     thread = threading.Thread(
         target=run_consumer, args=(settings, "inventory"), kwargs={"drain": False, "metrics_port": None,
@@ -302,7 +303,7 @@ def test_reconsume_is_refused_while_the_group_has_active_members(settings, engin
         committed = wait_until(
             lambda: group_committed(settings, settings.inventory_group, settings.inventory_topic), 30, "offsets committed")
         with pytest.raises(GroupActive, match="active member"):
-            reconsume_from_timestamp(settings, role="inventory", timestamp="2000-01-01T00:00:00Z")
+            reconsume_from_timestamp(role="inventory", timestamp="2000-01-01T00:00:00Z")
         assert group_committed(settings, settings.inventory_group, settings.inventory_topic) == committed
     finally:
         stop.set()

@@ -96,11 +96,15 @@ def run_consumer(
         restore()
 
 
-def inventory_data_consumer(settings: Settings, *, drain: bool = False, metrics_port: int | None = None) -> ConsumerStats:
+def inventory_data_consumer(
+    settings: Settings, *, drain: bool = False, metrics_port: int | None = None
+) -> ConsumerStats:
     return run_consumer(settings, "inventory", drain=drain, metrics_port=metrics_port)
 
 
-def delivery_data_consumer(settings: Settings, *, drain: bool = False, metrics_port: int | None = None) -> ConsumerStats:
+def delivery_data_consumer(
+    settings: Settings, *, drain: bool = False, metrics_port: int | None = None
+) -> ConsumerStats:
     return run_consumer(settings, "delivery", drain=drain, metrics_port=metrics_port)
 
 

@@ -30,13 +30,12 @@ from __future__ import annotations
 import datetime as dt
 from collections import defaultdict
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from sqlalchemy import Date, Integer, Text, select
 from sqlalchemy.orm import Session
 
 from orderstream.consumers import notices
-from orderstream.db import bulk as sql
 from orderstream.consumers.inventory import release_reservations
 from orderstream.consumers.messages import (
     Envelope,
@@ -49,16 +48,12 @@ from orderstream.consumers.messages import (
     payload_event_id,
     required_str,
 )
+from orderstream.consumers.transitions import INCOMING_STATUSES, SCHEDULED, Change, Illegal, transition
+from orderstream.db import bulk as sql
 from orderstream.db.models import Delivery, DeliveryCapacity, DeliveryHistory, Notification
 from orderstream.settings import Settings
 
 ROLE = "delivery"
-INCOMING_STATUSES = ("requested", "dispatched", "delivered", "cancelled")
-ALLOWED_FROM = {
-    "dispatched": ("scheduled",),
-    "delivered": ("dispatched",),
-    "cancelled": ("requested", "scheduled", "dispatched"),
-}
 DELIVERIES = Delivery.__table__
 CAPACITY = DeliveryCapacity.__table__
 HISTORY = DeliveryHistory.__table__
@@ -180,6 +175,64 @@ def _load_capacity(session: Session, keys: list[tuple[str, dt.date]]) -> dict[tu
     return {(area, day): booked for area, day, booked in rows}
 
 
+def book_slot(
+    booked: dict[tuple[str, dt.date], int], area: str, days: list[dt.date], capacity: int, slots_per_day: int
+) -> tuple[dt.date, int] | None:
+    """Book the first of `days` with room left in `area`: count it in `booked` and return
+    (day, slot); None when every day is full."""
+    for day in days:
+        key = (area, day)
+        if booked[key] < capacity:
+            slot = booked[key] % slots_per_day
+            booked[key] += 1
+            return day, slot
+    return None
+
+
+def notification(state: DeliveryState, event_id: str, slots_per_day: int) -> dict:
+    """The customer notification of the status `state` has just taken, ready to queue."""
+    subject, body = notices.render(
+        order_id=state.order_id,
+        status=state.status,
+        slot_date=state.slot_date,
+        slot=state.slot,
+        slots_per_day=slots_per_day,
+        address=[state.address_line, state.postal_code, state.city, state.country],
+    )
+    return {
+        "order_id": state.order_id,
+        "to_status": state.status,
+        "event_id": event_id,
+        "recipient": state.customer_email,
+        "subject": subject,
+        "body": body,
+        "message_id": notices.message_id(state.order_id, state.status),
+    }
+
+
+def _new_delivery(ev: DeliveryEvent) -> DeliveryState:
+    return DeliveryState(
+        order_id=ev.order_id,
+        status="requested",
+        customer_email=ev.customer_email,
+        address_line=ev.address_line,
+        city=ev.city,
+        postal_code=ev.postal_code,
+        country=ev.country,
+        postal_area=postal_area(ev.country, ev.postal_code),
+    )
+
+
+@dataclass
+class _Effects:
+    """What a batch writes besides the deliveries themselves."""
+
+    history: list[dict] = field(default_factory=list)
+    notes: list[dict] = field(default_factory=list)
+    added: dict[tuple[str, dt.date], int] = field(default_factory=lambda: defaultdict(int))  # bookings per (area, day)
+    cancelled: list[str] = field(default_factory=list)  # orders whose reservations are released
+
+
 class DeliveryHandler:
     role = ROLE
 
@@ -193,7 +246,37 @@ class DeliveryHandler:
 
     def apply(self, session: Session, events: Sequence[Envelope], now: dt.datetime) -> list[Envelope]:
         states = _load_states(session, sorted({env.event.order_id for env in events}))
-        wanted = sorted(
+        booked = _load_capacity(session, self._days_to_book(events, states))
+        effects = _Effects()
+        rejected: list[Envelope] = []
+        for env in events:
+            ev: DeliveryEvent = env.event
+            state = states.get(ev.order_id)
+            step = transition(None if state is None else state.status, ev.status)
+            if isinstance(step, Illegal):
+                env.rejection = IllegalTransition(step.message(ev.order_id))
+                rejected.append(env)
+                continue
+            if state is None:
+                state = states[ev.order_id] = _new_delivery(ev)
+            self._change(state, step, env, effects)
+            if step.schedule:
+                days = _candidate_days(ev.created_date, self.horizon)
+                booking = book_slot(booked, state.postal_area, days, self.capacity, self.slots_per_day)
+                if booking is not None:
+                    state.slot_date, state.slot = booking
+                    effects.added[(state.postal_area, state.slot_date)] += 1
+                    note = f"system: {state.slot_date.isoformat()} slot {state.slot}"
+                    self._change(state, SCHEDULED, env, effects, note)
+            if step.release:
+                effects.cancelled.append(ev.order_id)
+        self._write(session, states, effects, now)
+        release_reservations(session, effects.cancelled, now)
+        return rejected
+
+    def _days_to_book(self, events: Sequence[Envelope], states: dict[str, DeliveryState]) -> list[tuple[str, dt.date]]:
+        """Every (area, day) a `requested` event of the batch may book, in lock order."""
+        return sorted(
             {
                 (postal_area(ev.country, ev.postal_code), day)
                 for ev in (env.event for env in events)
@@ -201,94 +284,25 @@ class DeliveryHandler:
                 for day in _candidate_days(ev.created_date, self.horizon)
             }
         )
-        booked = _load_capacity(session, wanted)
-        added: dict[tuple[str, dt.date], int] = defaultdict(int)
-        history: list[dict] = []
-        notes: list[dict] = []
-        cancelled: list[str] = []
-        rejected: list[Envelope] = []
 
-        def change(
-            state: DeliveryState, to_status: str, env: Envelope, note: str | None = None, new: bool = False
-        ) -> None:
-            history.append(
-                {
-                    "order_id": state.order_id,
-                    "event_id": env.ledger_key,
-                    "from_status": None if new else state.status,
-                    "to_status": to_status,
-                    "note": note,
-                }
-            )
-            state.status = to_status
-            state.changed = True
-            subject, body = notices.render(
-                order_id=state.order_id,
-                status=to_status,
-                slot_date=state.slot_date,
-                slot=state.slot,
-                slots_per_day=self.slots_per_day,
-                address=[state.address_line, state.postal_code, state.city, state.country],
-            )
-            notes.append(
-                {
-                    "order_id": state.order_id,
-                    "to_status": to_status,
-                    "event_id": env.ledger_key,
-                    "recipient": state.customer_email,
-                    "subject": subject,
-                    "body": body,
-                    "message_id": notices.message_id(state.order_id, to_status),
-                }
-            )
+    def _change(
+        self, state: DeliveryState, step: Change, env: Envelope, effects: _Effects, note: str | None = None
+    ) -> None:
+        """Move the delivery to the step's status: one history row, one queued notification."""
+        effects.history.append(
+            {
+                "order_id": state.order_id,
+                "event_id": env.ledger_key,
+                "from_status": step.from_status,
+                "to_status": step.to_status,
+                "note": note,
+            }
+        )
+        state.status = step.to_status
+        state.changed = True
+        effects.notes.append(notification(state, env.ledger_key, self.slots_per_day))
 
-        for env in events:
-            ev: DeliveryEvent = env.event
-            state = states.get(ev.order_id)
-            if ev.status == "requested":
-                if state is not None:
-                    env.rejection = IllegalTransition(
-                        f"requested: order {ev.order_id} already has a delivery (status {state.status})"
-                    )
-                    rejected.append(env)
-                    continue
-                state = states[ev.order_id] = DeliveryState(
-                    order_id=ev.order_id,
-                    status="requested",
-                    customer_email=ev.customer_email,
-                    address_line=ev.address_line,
-                    city=ev.city,
-                    postal_code=ev.postal_code,
-                    country=ev.country,
-                    postal_area=postal_area(ev.country, ev.postal_code),
-                )
-                change(state, "requested", env, new=True)
-                for day in _candidate_days(ev.created_date, self.horizon):
-                    key = (state.postal_area, day)
-                    if booked[key] < self.capacity:
-                        state.slot_date, state.slot = day, booked[key] % self.slots_per_day
-                        booked[key] += 1
-                        added[key] += 1
-                        change(state, "scheduled", env, note=f"system: {day.isoformat()} slot {state.slot}")
-                        break
-                continue
-            allowed = ALLOWED_FROM[ev.status]
-            if state is None or state.status not in allowed:
-                current = "no delivery exists" if state is None else f"the delivery is {state.status}"
-                env.rejection = IllegalTransition(
-                    f"{ev.status}: illegal for order {ev.order_id}, {current} (allowed from {'|'.join(allowed)})"
-                )
-                rejected.append(env)
-                continue
-            change(state, ev.status, env)
-            if ev.status == "cancelled":
-                cancelled.append(ev.order_id)
-
-        self._write(session, states, added, history, notes, now)
-        release_reservations(session, cancelled, now)
-        return rejected
-
-    def _write(self, session, states, added, history, notes, now) -> None:
+    def _write(self, session: Session, states: dict[str, DeliveryState], effects: _Effects, now: dt.datetime) -> None:
         sql.insert_rows(
             session,
             DELIVERIES,
@@ -300,7 +314,7 @@ class DeliveryHandler:
         updated = sql.bulk_update(
             session,
             CAPACITY,
-            [{"k_area": a, "k_day": d, "k_n": n} for (a, d), n in sorted(added.items())],
+            [{"k_area": a, "k_day": d, "k_n": n} for (a, d), n in sorted(effects.added.items())],
             {"k_area": Text(), "k_day": Date(), "k_n": Integer()},
             where=lambda k: [
                 CAPACITY.c.postal_area == k["k_area"],
@@ -309,6 +323,8 @@ class DeliveryHandler:
             ],
             values=lambda k: {"booked": CAPACITY.c.booked + k["k_n"]},
         )
-        sql.require_rowcount(updated, len(added), "delivery capacity")
-        sql.insert_rows(session, HISTORY, history, constants={"changed_at": now})
-        sql.insert_rows(session, NOTIFICATIONS, notes, constants={"state": "queued", "attempts": 0, "created_at": now})
+        sql.require_rowcount(updated, len(effects.added), "delivery capacity")
+        sql.insert_rows(session, HISTORY, effects.history, constants={"changed_at": now})
+        sql.insert_rows(
+            session, NOTIFICATIONS, effects.notes, constants={"state": "queued", "attempts": 0, "created_at": now}
+        )

@@ -6,9 +6,10 @@ import hashlib
 import logging
 from collections.abc import Sequence
 
-from confluent_kafka import KafkaError, KafkaException, Producer
+from confluent_kafka import KafkaError, KafkaException
 
 from orderstream.consumers.messages import Envelope
+from orderstream.kafka.producer import OrderProducer
 from orderstream.settings import Settings, dlq_topic
 
 log = logging.getLogger(__name__)
@@ -18,6 +19,15 @@ FLUSH_TIMEOUT_S = 30.0
 # size and digest in headers, so that it can never block the consumer.
 MAX_DLQ_VALUE_BYTES = 8 * 1_048_576
 TRUNCATED_VALUE_BYTES = 64 * 1024
+QUEUE_FULL_POLL_S = 0.1
+PRODUCER_OVERRIDES = {
+    "linger.ms": 5,
+    "message.max.bytes": MAX_DLQ_VALUE_BYTES + 1_048_576,
+    # Uncompressed: the broker checks a batch's compressed size against the DLQ topic's
+    # max.message.bytes, so a compressible pill too large for the topic would get through
+    # whole instead of being refused and sent truncated.
+    "compression.type": "none",
+}
 OUR_HEADERS = frozenset(
     {
         "x-error-class",
@@ -65,26 +75,14 @@ class DeadLetterProducer:
     """Idempotent, acks=all producer; `send` returns only once every dead letter is acknowledged."""
 
     def __init__(self, settings: Settings, group: str) -> None:
-        self._settings = settings
         self._group = group
-        self._producer: Producer | None = None
-
-    def _client(self) -> Producer:
-        if self._producer is None:
-            config = self._settings.kafka_client_config() | {
-                "enable.idempotence": True,
-                "acks": "all",
-                "linger.ms": 5,
-                "message.max.bytes": MAX_DLQ_VALUE_BYTES + 1_048_576,
-                "message.timeout.ms": self._settings.message_timeout_ms,
-            }
-            self._producer = Producer(config)
-        return self._producer
+        self._producer = OrderProducer(settings, **PRODUCER_OVERRIDES)  # connects on the first dead letter
 
     def send(self, dead: Sequence[Envelope]) -> None:
         if not dead:
             return
-        producer = self._client()
+        producer = self._producer
+        producer.open()
         failures: list[tuple[Envelope, KafkaError]] = []
         retry_truncated: list[Envelope] = []
 
@@ -106,23 +104,18 @@ class DeadLetterProducer:
                 value, headers = _truncated(env, headers)
             while True:
                 try:
-                    producer.produce(
-                        dlq_topic(env.topic), key=env.key, value=value, headers=headers, on_delivery=delivery(env)
-                    )
+                    producer.produce(dlq_topic(env.topic), env.key, value, headers, delivery(env), QUEUE_FULL_POLL_S)
                     break
-                except BufferError:
-                    producer.poll(0.1)
                 except KafkaException as exc:
                     if exc.args[0].code() == KafkaError.MSG_SIZE_TOO_LARGE and not truncate:
                         value, headers = _truncated(env, dead_letter_headers(env, self._group))
                         truncate = True
                         continue
                     raise DeadLetterUnavailable(f"cannot produce to {dlq_topic(env.topic)}: {exc}") from exc
-            producer.poll(0)
 
         for env in dead:
             produce(env, truncate=False)
-        self._flush(producer)
+        self._flush()
         if retry_truncated:
             for env in retry_truncated:
                 log.warning(
@@ -130,21 +123,19 @@ class DeadLetterProducer:
                     env.topic, env.partition, env.offset, dlq_topic(env.topic),
                 )
                 produce(env, truncate=True)
-            self._flush(producer)
+            self._flush()
         if failures:
             env, err = failures[0]
             raise DeadLetterUnavailable(
                 f"{len(failures)} dead letters not delivered to {dlq_topic(env.topic)}: {err.str()}"
             )
 
-    def _flush(self, producer: Producer) -> None:
-        remaining = producer.flush(FLUSH_TIMEOUT_S)
+    def _flush(self) -> None:
+        remaining = self._producer.flush(FLUSH_TIMEOUT_S)
         if remaining:
             raise DeadLetterUnavailable(f"{remaining} dead letters still unacknowledged after {FLUSH_TIMEOUT_S}s")
 
     def close(self) -> None:
-        if self._producer is not None:
-            remaining = self._producer.flush(FLUSH_TIMEOUT_S)
-            if remaining:
-                log.error("%d dead letters were not acknowledged at shutdown", remaining)
-            self._producer = None
+        remaining = self._producer.close(FLUSH_TIMEOUT_S)
+        if remaining:
+            log.error("%d dead letters were not acknowledged at shutdown", remaining)

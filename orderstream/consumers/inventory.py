@@ -34,11 +34,9 @@ from collections import defaultdict
 from collections.abc import Iterable, Sequence
 
 import orjson
-
 from sqlalchemy import Integer, Text, case, select
 from sqlalchemy.orm import Session
 
-from orderstream.db import bulk as sql
 from orderstream.consumers.messages import (
     MAX_VALUE_BYTES,
     Envelope,
@@ -51,6 +49,7 @@ from orderstream.consumers.messages import (
     payload_event_id,
     required_str,
 )
+from orderstream.db import bulk as sql
 from orderstream.db.models import Delivery, Reservation, Stock
 
 ROLE = "inventory"

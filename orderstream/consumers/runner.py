@@ -31,25 +31,21 @@ from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, Protocol
 
-from confluent_kafka import (
-    Consumer,
-    KafkaError,
-    KafkaException,
-    Message,
-    TopicPartition,
-)
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
 from confluent_kafka.admin import AdminClient, OffsetSpec
 from sqlalchemy import Engine
-from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.orm import Session
 
 from orderstream import metrics
-from orderstream.db import bulk as sql
-from orderstream.consumers.dlq import DeadLetterProducer, DeadLetterUnavailable
-from orderstream.consumers.messages import Envelope, Rejected, header_event_id
+from orderstream.consumers.dlq import DeadLetterProducer
+from orderstream.consumers.messages import Envelope
+from orderstream.consumers.primitives import ledger_key, parse_into, records, retryable
 from orderstream.consumers.stats import ConsumerStats
+from orderstream.db import bulk as sql
 from orderstream.errors import UserError
+from orderstream.kafka import clients
 from orderstream.lifecycle import StopSignal
+from orderstream.retry import Backoff
 from orderstream.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -81,12 +77,6 @@ class Handler(Protocol):
         Returns the envelopes rejected on the database state (their `rejection` set);
         they take no effect and are dead-lettered. Raise `sql.RetryBatch` to roll back.
         """
-
-
-def _retryable(exc: BaseException) -> bool:
-    if isinstance(exc, (OperationalError, sql.RetryBatch, DeadLetterUnavailable)):
-        return True
-    return isinstance(exc, DBAPIError) and exc.connection_invalidated
 
 
 class BatchConsumer:
@@ -121,27 +111,20 @@ class BatchConsumer:
         self._committing: dict[int, int] = {}
         # The batch whose transaction runs in the applier thread, and its outcome.
         self._in_flight: tuple[list[Envelope], Future] | None = None
-        self._backoff = BACKOFF_INITIAL_S
+        self._backoff = Backoff(BACKOFF_INITIAL_S, BACKOFF_MAX_S)
 
     # -- Kafka plumbing -------------------------------------------------------------
 
-    def _config(self) -> dict[str, Any]:
-        return (
-            self.settings.kafka_client_config()
-            | {
-                "group.id": self.group,
-                "enable.auto.commit": False,
-                "enable.auto.offset.store": False,
-                "auto.offset.reset": "earliest",
-                "session.timeout.ms": SESSION_TIMEOUT_MS,
-                "heartbeat.interval.ms": HEARTBEAT_INTERVAL_MS,
-                # One id per process: `kafka-consumer-groups --describe` shows which member is which.
-                "client.id": f"orderstream-{self.handler.role}-{os.getpid()}",
-                "queued.max.messages.kbytes": self.settings.consume_prefetch_kbytes,
-                "on_commit": self._on_commit,
-            }
-            | self.client_config
-        )
+    def _new_consumer(self) -> Consumer:
+        overrides = {
+            "session.timeout.ms": SESSION_TIMEOUT_MS,
+            "heartbeat.interval.ms": HEARTBEAT_INTERVAL_MS,
+            "queued.max.messages.kbytes": self.settings.consume_prefetch_kbytes,
+            "on_commit": self._on_commit,
+        } | self.client_config
+        # One client id per process: `kafka-consumer-groups --describe` shows which member is which.
+        client_id = f"orderstream-{self.handler.role}-{os.getpid()}"
+        return clients.consumer(self.settings, self.group, client_id, **overrides)
 
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         log.info("%s: assigned %s", self.group, [p.partition for p in partitions])
@@ -197,37 +180,28 @@ class BatchConsumer:
         if failed:
             self.stats.commit_failures += 1
             reason = err if err is not None else failed[0].error
-            log.warning("%s: offset commit failed (%s); it is retried, and replays are deduplicated", self.group, reason)
+            log.warning(
+                "%s: offset commit failed (%s); it is retried, and replays are deduplicated", self.group, reason
+            )
 
     def _collect(self, msgs: list[Message]) -> list[Envelope]:
         """Envelopes of the batch's records, each parsed or rejected (the hot loop: keep it lean)."""
         envs: list[Envelope] = []
         append = envs.append
         parse = self.handler.parse
-        for msg in msgs:
-            err = msg.error()
-            if err is not None:
-                if err.fatal():
-                    raise ConsumerFatalError(f"Kafka consumer fatal error: {err.str()}")
-                if err.code() != KafkaError._PARTITION_EOF:
-                    self.stats.kafka_errors += 1
-                    log.warning("%s: consumer error: %s", self.group, err.str())
-                continue
-            headers = msg.headers()
-            value = msg.value()
+        for msg in records(msgs, ConsumerFatalError, self._kafka_error):
             env = Envelope(
-                msg.topic(), msg.partition(), msg.offset(), msg.key(), value, headers,
-                msg.timestamp()[1], header_event_id(headers) or "",
+                msg.topic(), msg.partition(), msg.offset(), msg.key(), msg.value(), msg.headers(),
+                msg.timestamp()[1], "",
             )
-            try:
-                env.event = parse(value)
-            except Rejected as exc:
-                env.rejection = exc.with_traceback(None)  # no frame references: no cycles for the GC
-            if not env.ledger_key:
-                event_id = getattr(env.event, "event_id", None) or getattr(env.rejection, "event_id", None)
-                env.ledger_key = event_id or f"{env.topic}:{env.partition}:{env.offset}"
+            parse_into(env, parse)
+            env.ledger_key = ledger_key(env)
             append(env)
         return envs
+
+    def _kafka_error(self, err: KafkaError) -> None:
+        self.stats.kafka_errors += 1
+        log.warning("%s: consumer error: %s", self.group, err.str())
 
     def _drained(self) -> bool:
         try:
@@ -243,7 +217,7 @@ class BatchConsumer:
         that request would queue behind its long-polling fetches.
         """
         if self._admin is None:
-            self._admin = AdminClient(self.settings.kafka_client_config())
+            self._admin = clients.admin_client(self.settings)
         admin = self._admin
         meta = admin.list_topics(self.topic, timeout=METADATA_TIMEOUT_S).topics.get(self.topic)
         if meta is None or meta.error is not None:
@@ -291,7 +265,7 @@ class BatchConsumer:
     def _apply(self, envs: list[Envelope]) -> tuple[int, int, int, float]:
         """One transaction for the batch; returns (applied, deduplicated, dead_lettered, seconds)."""
         started = time.perf_counter()
-        now = dt.datetime.now(dt.timezone.utc)
+        now = dt.datetime.now(dt.UTC)
         unique: dict[str, Envelope] = {}
         for env in envs:
             unique.setdefault(env.ledger_key, env)
@@ -334,21 +308,20 @@ class BatchConsumer:
         try:
             applied, deduplicated, dead, seconds = outcome.result()
         except Exception as exc:
-            if not _retryable(exc):
+            if not retryable(exc):
                 raise
             self.stats.retries += 1
             metrics.consumer_retries.labels(self.topic).inc()
             log.warning(
                 "%s: batch of %d rolled back (%s: %s); %s",
                 self.group, len(envs), type(exc).__name__, str(exc).splitlines()[0][:200],
-                f"retrying in {self._backoff:.1f}s" if retry else "replayed from the last commit",
+                f"retrying in {self._backoff.delay:.1f}s" if retry else "replayed from the last commit",
             )
             if retry:
                 self._rewind(envs + (parsed or []))
-                self.stop.wait(self._backoff)
-                self._backoff = min(self._backoff * 2, BACKOFF_MAX_S)
+                self._backoff.wait(self.stop.wait)
             return False
-        self._backoff = BACKOFF_INITIAL_S
+        self._backoff.reset()
         for env in envs:
             self._pending[env.partition] = env.offset + 1
         self._commit_pending()
@@ -365,7 +338,7 @@ class BatchConsumer:
         return True
 
     def run(self) -> ConsumerStats:
-        consumer = self._consumer = Consumer(self._config())
+        consumer = self._consumer = self._new_consumer()
         restore_gc = _batch_friendly_gc()
         applier = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"{self.handler.role}-apply")
         try:

@@ -54,7 +54,7 @@ class ConsumerStats:
         return data
 
     @classmethod
-    def from_dict(cls, data: dict[str, object]) -> "ConsumerStats":
+    def from_dict(cls, data: dict[str, object]) -> ConsumerStats:
         names = {f for f in cls.__dataclass_fields__ if f not in ("started_at", "stopped_at")}
         stats = cls(**{k: v for k, v in data.items() if k in names})  # type: ignore[arg-type]
         stats.stopped_at = stats.started_at + float(data.get("elapsed_s", 0.0))  # type: ignore[arg-type]

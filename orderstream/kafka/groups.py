@@ -13,16 +13,19 @@ import time
 from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 
 from orderstream.errors import BrokerUnavailable
+from orderstream.kafka import clients
+from orderstream.retry import Backoff
 from orderstream.settings import Settings
+
+log = logging.getLogger(__name__)
 
 TIMEOUT_S = 15.0
 _COORDINATOR_RETRY_S = 30.0
-
-
-def retry_transient(call, what: str, timeout_s: float = _COORDINATOR_RETRY_S):
-    """`call()` retried with backoff while Kafka answers a transient error (a coordinator or
-    partition leader that is moving, as on a fresh or restarting broker)."""
-    transient = {
+TRANSIENT_BACKOFF_INITIAL_S = 0.1
+TRANSIENT_BACKOFF_MAX_S = 2.0
+# Answers of a coordinator or partition leader that is moving, as on a fresh or restarting broker.
+TRANSIENT_ERRORS = frozenset(
+    {
         KafkaError.NOT_LEADER_FOR_PARTITION,
         KafkaError.LEADER_NOT_AVAILABLE,
         KafkaError.NOT_COORDINATOR,
@@ -33,26 +36,27 @@ def retry_transient(call, what: str, timeout_s: float = _COORDINATOR_RETRY_S):
         KafkaError._TRANSPORT,
         KafkaError._WAIT_COORD,
     }
+)
+
+
+def retry_transient(call, what: str, timeout_s: float = _COORDINATOR_RETRY_S):
+    """`call()` retried with backoff while Kafka answers a transient error, for up to `timeout_s`."""
     deadline = time.monotonic() + timeout_s
-    delay = 0.1
+    backoff = Backoff(TRANSIENT_BACKOFF_INITIAL_S, TRANSIENT_BACKOFF_MAX_S)
     while True:
         try:
             return call()
         except KafkaException as exc:
             error = exc.args[0]
-            if error.code() not in transient or time.monotonic() + delay > deadline:
+            if error.code() not in TRANSIENT_ERRORS or time.monotonic() + backoff.delay > deadline:
                 raise
-            logging.getLogger(__name__).debug("%s: %s; retrying in %.1fs", what, error.str(), delay)
-            time.sleep(delay)
-            delay = min(delay * 2, 2.0)
+            log.debug("%s: %s; retrying in %.1fs", what, error.str(), backoff.delay)
+            backoff.wait()
 
 
 def group_consumer(settings: Settings, group: str) -> Consumer:
     """A consumer of `group` for reading and committing its offsets; it never joins the group."""
-    return Consumer(
-        settings.kafka_client_config()
-        | {"group.id": group, "enable.auto.commit": False, "client.id": f"orderstream-offsets-{group}"}
-    )
+    return clients.consumer(settings, group, f"orderstream-offsets-{group}")
 
 
 def group_committed(settings: Settings, group: str, topic: str, partitions: list[int] | None = None) -> dict[int, int]:

@@ -1,7 +1,9 @@
-"""A thin, typed wrapper around confluent_kafka.Producer for acknowledged batches.
+"""A thin, typed wrapper around confluent_kafka.Producer for acknowledged messages.
 
-Each batch has its own `DeliveryReport`, handed to every message of the batch as its delivery
-callback, so one batch's acknowledgements can be awaited while the next batch is being sent.
+`send` queues a batch of order events: each batch has its own `DeliveryReport`, handed to every
+message of the batch as its delivery callback, so one batch's acknowledgements can be awaited
+while the next batch is being sent. `produce` queues one message with its own headers and
+callback (the dead-letter producer's way), and `flush` waits for all of them.
 """
 
 from __future__ import annotations
@@ -11,28 +13,17 @@ import threading
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import Any
 
 from confluent_kafka import KafkaError, KafkaException, Producer
 
 from orderstream.errors import FatalProducerError
+from orderstream.kafka import clients
 from orderstream.settings import Settings
 
 log = logging.getLogger(__name__)
 
-
-def producer_config(settings: Settings) -> dict:
-    return {
-        **settings.kafka_client_config(),
-        "enable.idempotence": True,
-        "acks": "all",
-        "linger.ms": 20,
-        "batch.size": 1_000_000,
-        "batch.num.messages": 10_000,
-        "queue.buffering.max.messages": 500_000,
-        "queue.buffering.max.kbytes": 512 * 1024,
-        "compression.type": "lz4",
-        "message.timeout.ms": settings.message_timeout_ms,
-    }
+SEND_QUEUE_FULL_POLL_S = 0.05
 
 
 @dataclass
@@ -86,22 +77,35 @@ class DeliveryReport:
 
 
 class OrderProducer:
-    """Idempotent, acks=all producer; created lazily, flushed on exit."""
+    """Idempotent, acks=all producer (`clients.producer_config` with `overrides`); created lazily, flushed on exit."""
 
-    def __init__(self, settings: Settings):
+    def __init__(self, settings: Settings, **overrides: Any):
         self._settings = settings
-        self._config = producer_config(settings)
+        self._overrides = overrides
         self._producer: Producer | None = None
 
-    def __enter__(self) -> "OrderProducer":
-        self._producer = Producer(self._config)
+    def __enter__(self) -> OrderProducer:
+        self.open()
         return self
 
     def __exit__(self, *exc) -> None:
-        if self._producer is not None:
-            left = self._producer.flush(10)
-            if left:
-                log.warning("%d messages were still unacknowledged at shutdown", left)
+        left = self.close(10)
+        if left:
+            log.warning("%d messages were still unacknowledged at shutdown", left)
+
+    def open(self) -> Producer:
+        """The librdkafka producer, created on first use (it connects and starts threads)."""
+        if self._producer is None:
+            self._producer = clients.producer(self._settings, **self._overrides)
+        return self._producer
+
+    def close(self, timeout_s: float) -> int:
+        """Flush and drop the producer; returns how many messages are still unacknowledged."""
+        if self._producer is None:
+            return 0
+        try:
+            return self._producer.flush(timeout_s)
+        finally:
             self._producer = None
 
     @property
@@ -112,31 +116,46 @@ class OrderProducer:
 
     def check_topics(self, topics: Iterable[str]) -> None:
         """Fail fast with a clear message when the broker or a topic is missing."""
-        from orderstream.preflight import check_broker
+        from orderstream.kafka.check import check_broker
 
         check_broker(self._settings, list(topics))
 
-    def send(self, topic: str, keys: list, values: Iterable[bytes], event_ids: list[str], report: DeliveryReport) -> None:
+    def send(
+        self, topic: str, keys: list, values: Iterable[bytes], event_ids: list[str], report: DeliveryReport
+    ) -> None:
         """Queue one message per key with `report` as its callback; poll as we go so callbacks keep flowing.
 
         `values` may be a generator: each value is copied into the producer's queue as it is sent.
         """
-        producer, on_delivery = self.client, report.on_delivery
+        produce, on_delivery = self.produce, report.on_delivery
         report.expect(len(keys))
         try:
-            for key, value, event_id in zip(keys, values, event_ids):
-                while True:
-                    try:
-                        producer.produce(topic, value, key, headers=[("event_id", event_id)], on_delivery=on_delivery)
-                        break
-                    except BufferError:
-                        producer.poll(0.05)  # local queue full: let acks drain it
-                producer.poll(0)
+            for key, value, event_id in zip(keys, values, event_ids, strict=False):
+                produce(topic, key, value, [("event_id", event_id)], on_delivery, SEND_QUEUE_FULL_POLL_S)
         except KafkaException as exc:
             if exc.args[0].fatal():
                 raise _fatal(exc.args[0]) from None
             raise
         _raise_if_fatal(report)
+
+    def produce(self, topic: str, key, value, headers, on_delivery, queue_full_poll_s: float) -> None:
+        """Queue one message, then serve the callbacks already due so that they keep flowing.
+
+        While the local queue is full, serve callbacks for `queue_full_poll_s` at a time: acks
+        drain it. librdkafka's refusals (KafkaException) are the caller's to handle.
+        """
+        producer = self.client
+        while True:
+            try:
+                producer.produce(topic, value, key, headers=headers, on_delivery=on_delivery)
+                break
+            except BufferError:
+                producer.poll(queue_full_poll_s)
+        producer.poll(0)
+
+    def flush(self, timeout_s: float) -> int:
+        """Serve callbacks until every queued message is answered or `timeout_s` passed; returns those left."""
+        return self.client.flush(timeout_s)
 
     def await_delivery(self, report: DeliveryReport, timeout_s: float) -> DeliveryReport:
         """Serve callbacks until every message of `report` is answered or `timeout_s` passed.

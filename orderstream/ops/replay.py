@@ -39,18 +39,20 @@ from dataclasses import dataclass, field
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
 from sqlalchemy import Engine, bindparam, update
-from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.orm import Session
 
 from orderstream.consumers import make_handler
-from orderstream.db import bulk as sql
 from orderstream.consumers.dlq import OUR_HEADERS
-from orderstream.consumers.messages import Envelope, Rejected, header_event_id
+from orderstream.consumers.messages import Envelope
+from orderstream.consumers.primitives import ledger_key, parse_into, records, retryable
 from orderstream.consumers.runner import Handler
+from orderstream.db import bulk as sql
 from orderstream.db.models import ProcessedEvent
 from orderstream.errors import BrokerUnavailable, UserError
+from orderstream.kafka import clients
 from orderstream.kafka.groups import retry_transient
 from orderstream.ops.common import run_logger
+from orderstream.retry import Backoff
 from orderstream.settings import Settings, dlq_topic
 
 LEDGER = ProcessedEvent.__table__
@@ -58,6 +60,8 @@ REPLAY_SUFFIX = ".replay"
 METADATA_TIMEOUT_S = 10.0
 IDLE_TIMEOUT_S = 30.0  # no record for this long while some are still expected: give up
 DB_RETRIES = 5
+DB_BACKOFF_INITIAL_S = 0.2
+DB_BACKOFF_MAX_S = 5.0
 SAMPLE = 20
 
 
@@ -88,10 +92,6 @@ class ReplayReport:
     failed_ids: list[str] = field(default_factory=list)  # a sample
     committed: dict[int, int] = field(default_factory=dict)  # replay group offsets after the run
 
-    @property
-    def changed(self) -> int:
-        return self.applied
-
 
 @dataclass(slots=True)
 class DeadLetter:
@@ -118,15 +118,6 @@ def _text(raw: bytes | None) -> str | None:
         return raw.decode("utf-8")
     except UnicodeDecodeError:
         return None
-
-
-def _parse(env: Envelope, handler: Handler) -> None:
-    env.event = None
-    env.rejection = None
-    try:
-        env.event = handler.parse(env.value)
-    except Rejected as exc:
-        env.rejection = exc
 
 
 def read_dead_letter(msg: Message, group: str, handler: Handler) -> DeadLetter:
@@ -163,12 +154,10 @@ def read_dead_letter(msg: Message, group: str, handler: Handler) -> DeadLetter:
         value=msg.value(),
         headers=original_headers or None,
         timestamp_ms=timestamp_ms,
-        ledger_key=header_event_id(original_headers) or "",
+        ledger_key="",
     )
-    _parse(env, handler)
-    if not env.ledger_key:  # the runner's rule: header, payload, then the original position
-        event_id = getattr(env.event, "event_id", None) or getattr(env.rejection, "event_id", None)
-        env.ledger_key = event_id or f"{topic}:{partition}:{offset}"
+    parse_into(env, handler.parse)
+    env.ledger_key = ledger_key(env)  # of the original record: the live consumer's ledger row
     dead.env = env
     return dead
 
@@ -228,7 +217,7 @@ def replay_batch(
     todo = [env for key, env in firsts.items() if key in claimed]
     outcome = BatchOutcome(not_dead_lettered=len(envs) - len(todo))
     for env in todo:
-        _parse(env, handler)  # fresh state: an earlier attempt of this batch may have rolled back
+        parse_into(env, handler.parse)  # fresh state: an earlier attempt of this batch may have rolled back
     outcome.failed_on_content = [env for env in todo if env.rejection is not None]
     valid = [env for env in todo if env.rejection is None]
     outcome.failed_on_state = list(handler.apply(session, valid, now)) if valid else []
@@ -237,29 +226,188 @@ def replay_batch(
     return outcome
 
 
-def _retryable(exc: BaseException) -> bool:
-    if isinstance(exc, (OperationalError, sql.RetryBatch)):
-        return True
-    return isinstance(exc, DBAPIError) and exc.connection_invalidated
-
-
 def apply_batch(engine: Engine, handler: Handler, group: str, envs: Sequence[Envelope]) -> BatchOutcome:
     """One transaction per batch; retried with backoff on a database outage or a conflict."""
-    delay = 0.2
+    backoff = Backoff(DB_BACKOFF_INITIAL_S, DB_BACKOFF_MAX_S)
     for attempt in range(DB_RETRIES):
         try:
             with Session(engine) as session, session.begin():
-                return replay_batch(session, handler, group, envs, dt.datetime.now(dt.timezone.utc))
+                return replay_batch(session, handler, group, envs, dt.datetime.now(dt.UTC))
         except Exception as exc:
-            if not _retryable(exc) or attempt == DB_RETRIES - 1:
+            if not retryable(exc) or attempt == DB_RETRIES - 1:
                 raise
-            run_logger(__name__).warning("replay batch rolled back (%s); retrying in %.1fs", type(exc).__name__, delay)
-            time.sleep(delay)
-            delay = min(delay * 2, 5.0)
+            run_logger(__name__).warning(
+                "replay batch rolled back (%s); retrying in %.1fs", type(exc).__name__, backoff.delay
+            )
+            backoff.wait()
     raise AssertionError("unreachable")
 
 
 # -- reading the DLQ ------------------------------------------------------------------------
+
+
+def replay_dead_letters(
+    settings: Settings,
+    engine: Engine,
+    role: str = "inventory",
+    *,
+    limit: int | None = None,
+    from_beginning: bool = False,
+    batch_size: int | None = None,
+) -> ReplayReport:
+    """Replay the role's DLQ up to its end offsets at the start (at most `limit` records)."""
+    if role not in settings.groups:
+        raise UserError(f"unknown role {role!r}: use inventory or delivery")
+    if limit is not None and limit < 1:
+        raise UserError("limit must be at least 1")
+    return Replay(settings, engine, role, limit=limit, from_beginning=from_beginning, batch_size=batch_size).run()
+
+
+class Replay:
+    """One run over a role's DLQ: where it reads from and to, what it has read, and its report."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        engine: Engine,
+        role: str,
+        *,
+        limit: int | None,
+        from_beginning: bool,
+        batch_size: int | None,
+    ) -> None:
+        self.settings = settings
+        self.engine = engine
+        self.handler = make_handler(settings, role)  # type: ignore[arg-type]
+        self.group = settings.groups[role]
+        self.topic = dlq_topic(settings.topics[role])
+        self.report = ReplayReport(role=role, group=self.group, dlq_topic=self.topic,
+                                   replay_group=replay_group(settings, role))
+        self.limit = limit
+        self.from_beginning = from_beginning
+        self.size = batch_size or settings.consume_batch_size
+        self.log = run_logger(__name__)
+        # Per DLQ partition: (where this run starts, the end offset seen at the start) ...
+        self.positions: dict[int, tuple[int, int]] = {}
+        self.todo: dict[int, tuple[int, int]] = {}  # ... of those with something to read
+        self.next_offset: dict[int, int] = {}  # the first offset not read yet
+        # The first dead letter of this run the handler rejected again: the commit stops there,
+        # so that a replay after another fix reads it again.
+        self.pinned: dict[int, int] = {}
+        self.attempted: set[str] = set()  # ledger keys tried in this run: a second DLQ copy is skipped
+        self.idle_since = time.monotonic()
+
+    def run(self) -> ReplayReport:
+        report, topic = self.report, self.topic
+        consumer = clients.consumer(self.settings, report.replay_group, f"orderstream-replay-{report.replay_group}")
+        try:
+            self.positions = _positions(consumer, topic, self.from_beginning)
+            self.todo = {p: (start, end) for p, (start, end) in self.positions.items() if start < end}
+            self.log.info(
+                "replaying %s into group %s: %d dead letters after the replay group's offsets",
+                topic, self.group, sum(end - start for start, end in self.todo.values()),
+            )
+            if not self.todo:
+                report.committed = {p: start for p, (start, _) in self.positions.items()}
+                return report
+            consumer.assign([TopicPartition(topic, p, start) for p, (start, _) in self.todo.items()])
+            self.next_offset = {p: start for p, (start, _) in self.todo.items()}
+            self.idle_since = time.monotonic()
+            while any(self.next_offset[p] < end for p, (_, end) in self.todo.items()):
+                remaining = None if self.limit is None else self.limit - report.read
+                if remaining is not None and remaining <= 0:
+                    break
+                batch = self._read(consumer, remaining)
+                if not batch:
+                    continue
+                self._replay(batch)
+                self._commit(consumer)
+            report.committed = {p: start for p, (start, _) in self.positions.items()} | self._offsets()
+        finally:
+            consumer.close()
+        self.log.info(
+            "replay of %s: %d read, %d applied, %d still dead-lettered %s, %d not dead-lettered any more, "
+            "%d unreplayable, %d of another group",
+            topic, report.read, report.applied, report.failed_again, report.failed_reasons,
+            report.not_dead_lettered, report.unreplayable, report.other_group,
+        )
+        return report
+
+    def _read(self, consumer: Consumer, remaining: int | None) -> list[DeadLetter]:
+        """The next batch of dead letters this run has to read; raises once the DLQ stays silent."""
+        msgs = consumer.consume(num_messages=min(self.size, remaining or self.size),
+                                timeout=self.settings.consume_poll_timeout_s)
+        batch: list[DeadLetter] = []
+        for msg in records(msgs, ReplayError, self._kafka_error):
+            p, offset = msg.partition(), msg.offset()
+            if p not in self.todo or offset < self.next_offset[p] or offset >= self.todo[p][1]:
+                continue  # written after the run started, or already read
+            if remaining is not None and len(batch) >= remaining:
+                break
+            batch.append(read_dead_letter(msg, self.group, self.handler))
+            self.next_offset[p] = offset + 1
+        if batch:
+            self.idle_since = time.monotonic()
+        elif time.monotonic() - self.idle_since > IDLE_TIMEOUT_S:
+            missing = {p: (self.next_offset[p], end) for p, (_, end) in self.todo.items() if self.next_offset[p] < end}
+            raise ReplayError(f"{self.topic}: no records for {IDLE_TIMEOUT_S:.0f}s; still expected {missing}")
+        return batch
+
+    def _kafka_error(self, err: KafkaError) -> None:
+        self.log.warning("reading %s: %s", self.topic, err.str())
+
+    def _replay(self, batch: list[DeadLetter]) -> None:
+        report = self.report
+        report.read += len(batch)
+        report.batches += 1
+        envs: list[Envelope] = []
+        position: dict[int, DeadLetter] = {}
+        for dead in batch:
+            if dead.env is None:
+                if dead.skip == "other_group":
+                    report.other_group += 1
+                else:
+                    report.unreplayable += 1
+            elif dead.env.ledger_key in self.attempted:
+                report.not_dead_lettered += 1  # a second DLQ copy of an event this run already tried
+            else:
+                self.attempted.add(dead.env.ledger_key)
+                envs.append(dead.env)
+                position[id(dead.env)] = dead
+        if not envs:
+            return
+        outcome = apply_batch(self.engine, self.handler, self.group, envs)
+        report.applied += len(outcome.applied)
+        report.not_dead_lettered += outcome.not_dead_lettered
+        failed = outcome.failed_on_state + outcome.failed_on_content
+        report.failed_again += len(failed)
+        reasons = Counter(env.error_class or "unknown" for env in failed)
+        for reason, n in reasons.items():
+            report.failed_reasons[reason] = report.failed_reasons.get(reason, 0) + n
+        report.applied_ids.extend(env.ledger_key for env in outcome.applied[: max(0, SAMPLE - len(report.applied_ids))])
+        report.failed_ids.extend(env.ledger_key for env in failed[: max(0, SAMPLE - len(report.failed_ids))])
+        for env in outcome.failed_on_state:
+            dead = position[id(env)]
+            self.pinned[dead.partition] = min(self.pinned.get(dead.partition, dead.offset), dead.offset)
+
+    def _offsets(self) -> dict[int, int]:
+        """Where the replay group resumes: after what was read, or at the first one rejected again."""
+        return {p: self.pinned.get(p, self.next_offset[p]) for p in self.todo}
+
+    def _commit(self, consumer: Consumer) -> None:
+        """The replay group's offsets, after the batch's database commit."""
+        try:
+            request = [TopicPartition(self.topic, p, o) for p, o in sorted(self._offsets().items())]
+            result = retry_transient(lambda: consumer.commit(offsets=request, asynchronous=False), "replay commit")
+        except KafkaException as exc:
+            self.report.commit_failures += 1
+            self.log.warning("replay group offset commit failed (%s); a rerun skips what is resolved", exc)
+            return
+        if any(tp.error is not None for tp in result or []):
+            self.report.commit_failures += 1
+            self.log.warning(
+                "replay group offset commit failed for some partitions: %s", [tp for tp in result if tp.error]
+            )
 
 
 def _positions(consumer: Consumer, topic: str, from_beginning: bool) -> dict[int, tuple[int, int]]:
@@ -282,148 +430,3 @@ def _positions(consumer: Consumer, topic: str, from_beginning: bool) -> dict[int
         start = low if from_beginning or mark < 0 else max(mark, low)
         positions[tp.partition] = (start, high)
     return positions
-
-
-def _consumer_config(settings: Settings, group: str) -> dict:
-    return settings.kafka_client_config() | {
-        "group.id": group,
-        "enable.auto.commit": False,
-        "enable.auto.offset.store": False,
-        "auto.offset.reset": "earliest",
-        "client.id": f"orderstream-replay-{group}",
-    }
-
-
-def replay_dead_letters(
-    settings: Settings,
-    engine: Engine,
-    role: str = "inventory",
-    *,
-    limit: int | None = None,
-    from_beginning: bool = False,
-    batch_size: int | None = None,
-) -> ReplayReport:
-    """Replay the role's DLQ up to its end offsets at the start (at most `limit` records)."""
-    if role not in settings.groups:
-        raise UserError(f"unknown role {role!r}: use inventory or delivery")
-    if limit is not None and limit < 1:
-        raise UserError("limit must be at least 1")
-    log = run_logger(__name__)
-    handler = make_handler(settings, role)  # type: ignore[arg-type]
-    group = settings.groups[role]
-    topic = dlq_topic(settings.topics[role])
-    report = ReplayReport(role=role, group=group, dlq_topic=topic, replay_group=replay_group(settings, role))
-    size = batch_size or settings.consume_batch_size
-    consumer = Consumer(_consumer_config(settings, report.replay_group))
-    try:
-        positions = _positions(consumer, topic, from_beginning)
-        todo = {p: (start, end) for p, (start, end) in positions.items() if start < end}
-        log.info(
-            "replaying %s into group %s: %d dead letters after the replay group's offsets",
-            topic, group, sum(end - start for start, end in todo.values()),
-        )
-        if not todo:
-            report.committed = {p: start for p, (start, _) in positions.items()}
-            return report
-        consumer.assign([TopicPartition(topic, p, start) for p, (start, _) in todo.items()])
-        next_offset = {p: start for p, (start, _) in todo.items()}
-        pinned: dict[int, int] = {}
-        attempted: set[str] = set()
-        idle_since = time.monotonic()
-        while any(next_offset[p] < end for p, (_, end) in todo.items()):
-            remaining = None if limit is None else limit - report.read
-            if remaining is not None and remaining <= 0:
-                break
-            msgs = consumer.consume(num_messages=min(size, remaining or size), timeout=settings.consume_poll_timeout_s)
-            batch: list[DeadLetter] = []
-            for msg in msgs:
-                err = msg.error()
-                if err is not None:
-                    if err.fatal():
-                        raise ReplayError(f"Kafka consumer fatal error: {err.str()}")
-                    if err.code() != KafkaError._PARTITION_EOF:
-                        log.warning("reading %s: %s", topic, err.str())
-                    continue
-                p, offset = msg.partition(), msg.offset()
-                if p not in todo or offset < next_offset[p] or offset >= todo[p][1]:
-                    continue  # written after the run started, or already read
-                if remaining is not None and len(batch) >= remaining:
-                    break
-                batch.append(read_dead_letter(msg, group, handler))
-                next_offset[p] = offset + 1
-            if not batch:
-                if time.monotonic() - idle_since > IDLE_TIMEOUT_S:
-                    missing = {p: (next_offset[p], end) for p, (_, end) in todo.items() if next_offset[p] < end}
-                    raise ReplayError(f"{topic}: no records for {IDLE_TIMEOUT_S:.0f}s; still expected {missing}")
-                continue
-            idle_since = time.monotonic()
-            _replay(engine, handler, group, batch, attempted, pinned, report)
-            _commit(consumer, topic, {p: pinned.get(p, next_offset[p]) for p in todo}, report, log)
-        report.committed = {p: start for p, (start, _) in positions.items()} | {
-            p: pinned.get(p, next_offset[p]) for p in todo
-        }
-    finally:
-        consumer.close()
-    log.info(
-        "replay of %s: %d read, %d applied, %d still dead-lettered %s, %d not dead-lettered any more, "
-        "%d unreplayable, %d of another group",
-        topic, report.read, report.applied, report.failed_again, report.failed_reasons,
-        report.not_dead_lettered, report.unreplayable, report.other_group,
-    )
-    return report
-
-
-def _replay(
-    engine: Engine,
-    handler: Handler,
-    group: str,
-    batch: list[DeadLetter],
-    attempted: set[str],
-    pinned: dict[int, int],
-    report: ReplayReport,
-) -> None:
-    report.read += len(batch)
-    report.batches += 1
-    envs: list[Envelope] = []
-    position: dict[int, DeadLetter] = {}
-    for dead in batch:
-        if dead.env is None:
-            if dead.skip == "other_group":
-                report.other_group += 1
-            else:
-                report.unreplayable += 1
-        elif dead.env.ledger_key in attempted:
-            report.not_dead_lettered += 1  # a second DLQ copy of an event this run already tried
-        else:
-            attempted.add(dead.env.ledger_key)
-            envs.append(dead.env)
-            position[id(dead.env)] = dead
-    if not envs:
-        return
-    outcome = apply_batch(engine, handler, group, envs)
-    report.applied += len(outcome.applied)
-    report.not_dead_lettered += outcome.not_dead_lettered
-    failed = outcome.failed_on_state + outcome.failed_on_content
-    report.failed_again += len(failed)
-    reasons = Counter(env.error_class or "unknown" for env in failed)
-    for reason, n in reasons.items():
-        report.failed_reasons[reason] = report.failed_reasons.get(reason, 0) + n
-    report.applied_ids.extend(env.ledger_key for env in outcome.applied[: max(0, SAMPLE - len(report.applied_ids))])
-    report.failed_ids.extend(env.ledger_key for env in failed[: max(0, SAMPLE - len(report.failed_ids))])
-    for env in outcome.failed_on_state:
-        dead = position[id(env)]
-        pinned[dead.partition] = min(pinned.get(dead.partition, dead.offset), dead.offset)
-
-
-def _commit(consumer: Consumer, topic: str, offsets: dict[int, int], report: ReplayReport, log) -> None:
-    """The replay group's offsets, after the batch's database commit."""
-    try:
-        request = [TopicPartition(topic, p, o) for p, o in sorted(offsets.items())]
-        result = retry_transient(lambda: consumer.commit(offsets=request, asynchronous=False), "replay commit")
-    except KafkaException as exc:
-        report.commit_failures += 1
-        log.warning("replay group offset commit failed (%s); a rerun skips what is resolved", exc)
-        return
-    if any(tp.error is not None for tp in result or []):
-        report.commit_failures += 1
-        log.warning("replay group offset commit failed for some partitions: %s", [tp for tp in result if tp.error])
