@@ -14,8 +14,8 @@ import typer
 
 from orderstream.console import console, progress
 from orderstream.errors import UserError
-from orderstream.preflight import check_all, check_database
 from orderstream.prefect_runs import local_flow_runs, prepare_prefect
+from orderstream.preflight import check_all, check_database
 from orderstream.runtime import settings_for
 from orderstream.settings import KAFKA_VERSION, Settings
 

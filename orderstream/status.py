@@ -13,7 +13,7 @@ from orderstream.errors import UserError
 from orderstream.kafka.clients import admin_client
 from orderstream.kafka.lag import end_offsets, partition_lag
 from orderstream.reconcile import reconcile
-from orderstream.settings import INVENTORY_TOPIC, DELIVERY_TOPIC, Settings, dlq_topic
+from orderstream.settings import DELIVERY_TOPIC, INVENTORY_TOPIC, Settings, dlq_topic
 from orderstream.source.repository import refused_duplicates
 
 log = logging.getLogger(__name__)

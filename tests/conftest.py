@@ -14,9 +14,9 @@ from sqlalchemy import Engine
 
 from orderstream.db.engine import make_engine, migrate
 from orderstream.errors import UserError
+from orderstream.kafka.address import bootstrap_servers
 from orderstream.runtime import settings_in_environment
 from orderstream.settings import Settings
-from orderstream.kafka.address import bootstrap_servers
 from orderstream.stack.local import delete_topics, down, ensure_topics, up
 from orderstream.stack.postgres import ThrowawayPostgres
 

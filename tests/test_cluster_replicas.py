@@ -22,9 +22,9 @@ from confluent_kafka.admin import AdminClient, ConfigResource
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from orderstream.kafka.clients import connection_config
 from orderstream.db.engine import make_engine
 from orderstream.db.models import OrderEvent, ProcessedEvent, Reservation, Stock
+from orderstream.kafka.clients import connection_config
 from orderstream.settings import Settings
 from orderstream.stack.local import down, pipeline_topics
 from tests.helpers import free_port, orderstream_env, sample, scrape, stop_tree, wait_until

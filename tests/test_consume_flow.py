@@ -20,8 +20,8 @@ from confluent_kafka.admin import AdminClient
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from orderstream.kafka.clients import connection_config
 from orderstream.db.models import ProcessedEvent
+from orderstream.kafka.clients import connection_config
 from orderstream.settings import Settings
 from tests.helpers import free_port, orderstream_env, sample, scrape, spawned_children, stop_tree, wait_until
 

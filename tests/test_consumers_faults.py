@@ -11,7 +11,6 @@ import time
 import uuid
 
 import pytest
-
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 

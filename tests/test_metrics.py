@@ -15,11 +15,11 @@ import pytest
 from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient
 
-from orderstream.kafka.clients import connection_config
 from orderstream.consumers import run_consumer
-from orderstream.errors import BrokerUnavailable
-from orderstream.ops.offsets import active_members
 from orderstream.db.engine import session_factory
+from orderstream.errors import BrokerUnavailable
+from orderstream.kafka.clients import connection_config
+from orderstream.ops.offsets import active_members
 from orderstream.source.repository import insert_stock
 from tests.helpers import free_port, orderstream_env, sample, scrape, wait_until
 
@@ -84,8 +84,8 @@ def test_replicas_are_separate_group_members_with_their_own_metrics(settings, en
 
 @pytest.mark.unit
 def test_producer_delivery_errors_are_counted_per_topic(settings):
-    from orderstream.producer.pipeline import record_metrics
     from orderstream import metrics
+    from orderstream.producer.pipeline import record_metrics
     from orderstream.producer.progress import BatchCounts
 
     counts = BatchCounts(extracted=10, produced_inventory=4, produced_delivery=3, unacknowledged=3)

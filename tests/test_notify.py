@@ -24,7 +24,6 @@ from flows.notify import notify_customers
 from orderstream.db.engine import make_engine, session_factory
 from orderstream.db.models import Notification
 from orderstream.errors import UserError
-from orderstream.runtime import settings_in_environment
 from orderstream.notify import (
     DEFAULT_BACKOFF,
     FileTransport,
@@ -36,6 +35,7 @@ from orderstream.notify import (
     make_transport,
     send_queued,
 )
+from orderstream.runtime import settings_in_environment
 from orderstream.settings import Settings
 
 pytestmark = pytest.mark.integration
@@ -133,7 +133,7 @@ def queue(db_url: str, n: int, *, start: int = 1, recipients: dict[int, str] | N
             "message_id": f"<ORD-{i}.scheduled@orderstream>",
             "state": "queued",
             "attempts": 0,
-            "created_at": dt.datetime(2026, 11, 25, 10, i % 60, tzinfo=dt.timezone.utc),
+            "created_at": dt.datetime(2026, 11, 25, 10, i % 60, tzinfo=dt.UTC),
         }
         for i in range(start, start + n)
     ]

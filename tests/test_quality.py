@@ -54,7 +54,7 @@ def test_report_counts_quarantine_by_reason_per_day_expectations_and_worst_sourc
     assert sum(reasons.values()) >= 4  # b-two broke two rules at least
 
     report = data_quality_report(days=7)
-    today = dt.datetime.now(dt.timezone.utc).date().isoformat()
+    today = dt.datetime.now(dt.UTC).date().isoformat()
     assert report.by_day == {today: dict(reasons)}
     assert report.by_reason == dict(reasons)
     assert (report.quarantined, report.still_open) == (3, 3)

@@ -257,7 +257,7 @@ def test_reconsume_from_a_timestamp_rereads_and_the_ledger_makes_it_a_counted_no
     group = settings.inventory_group
     load_stock(engine, [("SKU-1", "main", 100)])
     load(engine, [inventory(f"i{n}", f"o{n}") for n in range(3)])
-    start = dt.datetime.now(dt.timezone.utc) - dt.timedelta(seconds=5)
+    start = dt.datetime.now(dt.UTC) - dt.timedelta(seconds=5)
     produce_orders()
     first = drain(settings, "inventory")
     assert first.applied == 3
@@ -320,5 +320,5 @@ def test_reconsume_timestamp_must_be_iso_8601_with_an_offset(value):
 
 @pytest.mark.unit
 def test_reconsume_timestamp_is_taken_as_utc():
-    assert parse_timestamp("2026-11-25T11:00:00+01:00") == dt.datetime(2026, 11, 25, 10, tzinfo=dt.timezone.utc)
-    assert parse_timestamp("2026-11-25T10:00:00Z") == dt.datetime(2026, 11, 25, 10, tzinfo=dt.timezone.utc)
+    assert parse_timestamp("2026-11-25T11:00:00+01:00") == dt.datetime(2026, 11, 25, 10, tzinfo=dt.UTC)
+    assert parse_timestamp("2026-11-25T10:00:00Z") == dt.datetime(2026, 11, 25, 10, tzinfo=dt.UTC)

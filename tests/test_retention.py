@@ -26,7 +26,7 @@ from orderstream.source.repository import insert_events, insert_stock
 NOW = "2026-11-25T10:00:00+00:00"
 ADDRESS = {"customer_email": "ann@example.com", "address_line": "1 Main St", "city": "Berlin",
            "postal_code": "10115", "country": "DE"}
-OLD = dt.datetime.now(dt.timezone.utc) - dt.timedelta(days=40)
+OLD = dt.datetime.now(dt.UTC) - dt.timedelta(days=40)
 
 
 def inventory(event_id: str, order_id: str = "o1", **over) -> dict:
@@ -145,7 +145,7 @@ def test_a_ledger_entry_younger_than_kafka_retention_keeps_its_source_row(settin
     # The source row is old, but the event was applied only 3 days ago (< 7 days + margin).
     with session_factory(engine).begin() as s:
         s.execute(update(OrderEvent).values(loaded_at=OLD))
-        s.execute(update(ProcessedEvent).values(processed_at=dt.datetime.now(dt.timezone.utc) - dt.timedelta(days=3)))
+        s.execute(update(ProcessedEvent).values(processed_at=dt.datetime.now(dt.UTC) - dt.timedelta(days=3)))
     expire_topic(settings, settings.inventory_topic)
     kept = retention_cleanup(source_max_age_days=30)
     assert (kept.deleted_produced, kept.kept_in_kafka) == (0, 1)

@@ -16,13 +16,11 @@ from pathlib import Path
 import pytest
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer
 
-from orderstream.kafka.clients import connection_config
 from orderstream.consumers.dlq import DeadLetterProducer
 from orderstream.consumers.messages import Envelope
 from orderstream.errors import UserError
-from orderstream.kafka.clients import admin_client
+from orderstream.kafka.clients import admin_client, connection_config, producer_config
 from orderstream.kafka.lag import end_offsets, partition_lag
-from orderstream.kafka.clients import producer_config
 from orderstream.settings import Settings, dlq_topic
 from orderstream.stack.local import delete_topics, down, ensure_topics, status, up
 from orderstream.stack.secure import (

@@ -9,8 +9,7 @@ from dataclasses import dataclass
 import orjson
 from confluent_kafka import Consumer, TopicPartition
 
-from orderstream.kafka.clients import connection_config
-from orderstream.kafka.clients import admin_client
+from orderstream.kafka.clients import admin_client, connection_config
 from orderstream.kafka.lag import end_offsets
 from orderstream.settings import Settings
 

@@ -105,7 +105,7 @@ def run_bench(
 
     config = config or (QUICK if quick else FULL)
     started = time.monotonic()
-    date = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+    date = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
     # In-process flow runs as the CLI makes them (subprocesses are the CLI itself).
     with BenchEnv.start(home) as env, local_flow_runs():
         measured = run_measurements(env, config, repeats, only)

@@ -88,7 +88,7 @@ def copy_statement(table: str, columns: tuple[str, ...]) -> sql.Composed:
 
 def copy_events(engine: Engine, frames: Iterator[pd.DataFrame] | list[pd.DataFrame]) -> int:
     """Append events to the source repository with COPY, stored as insert_events stores them."""
-    loaded_at = dt.datetime.now(dt.timezone.utc)
+    loaded_at = dt.datetime.now(dt.UTC)
     count = 0
     raw = engine.raw_connection()
     try:

@@ -23,7 +23,7 @@ from __future__ import annotations
 import time
 from dataclasses import asdict, dataclass
 
-from sqlalchemy import func, select, text
+from sqlalchemy import func, select
 
 from orderstream.bench.common import check_count, log, median, rounded
 from orderstream.bench.data import copy_statement, load_stock, prefill_topic

@@ -72,7 +72,7 @@ class Writer:
     error: BaseException | None = None
 
     def write(self, rows: list[dict], conn) -> None:
-        now = dt.datetime.now(dt.timezone.utc)
+        now = dt.datetime.now(dt.UTC)
         params = [[*(row.get(c) for c in EVENT_FIELDS), row.get("extra"), now] for row in rows]
         with conn.cursor() as cursor:
             cursor.executemany(INSERT, params)

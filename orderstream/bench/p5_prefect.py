@@ -23,8 +23,8 @@ It splits exactly into
 from __future__ import annotations
 
 import copy
-import threading
 import functools
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime as dt
-from typing import Optional
 
 from sqlalchemy import (
     BigInteger,
@@ -23,7 +22,7 @@ BigId = BigInteger().with_variant(Integer(), "sqlite")
 
 
 def utcnow() -> dt.datetime:
-    return dt.datetime.now(dt.timezone.utc)
+    return dt.datetime.now(dt.UTC)
 
 
 class Base(DeclarativeBase):
@@ -42,24 +41,24 @@ class OrderEvent(Base):
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
     event_id: Mapped[str] = mapped_column(Text, unique=True)
-    order_id: Mapped[Optional[str]] = mapped_column(Text)
-    type: Mapped[Optional[str]] = mapped_column(Text)
-    created_at: Mapped[Optional[str]] = mapped_column(Text)
-    sku: Mapped[Optional[str]] = mapped_column(Text)
-    quantity: Mapped[Optional[str]] = mapped_column(Text)
-    warehouse_id: Mapped[Optional[str]] = mapped_column(Text)
-    customer_email: Mapped[Optional[str]] = mapped_column(Text)
-    address_line: Mapped[Optional[str]] = mapped_column(Text)
-    city: Mapped[Optional[str]] = mapped_column(Text)
-    postal_code: Mapped[Optional[str]] = mapped_column(Text)
-    country: Mapped[Optional[str]] = mapped_column(Text)
-    status: Mapped[Optional[str]] = mapped_column(Text)
-    extra: Mapped[Optional[str]] = mapped_column(Text)  # JSON object of extra columns
-    load_id: Mapped[Optional[int]] = mapped_column(BigInteger, index=True)  # source_loads.id
+    order_id: Mapped[str | None] = mapped_column(Text)
+    type: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[str | None] = mapped_column(Text)
+    sku: Mapped[str | None] = mapped_column(Text)
+    quantity: Mapped[str | None] = mapped_column(Text)
+    warehouse_id: Mapped[str | None] = mapped_column(Text)
+    customer_email: Mapped[str | None] = mapped_column(Text)
+    address_line: Mapped[str | None] = mapped_column(Text)
+    city: Mapped[str | None] = mapped_column(Text)
+    postal_code: Mapped[str | None] = mapped_column(Text)
+    country: Mapped[str | None] = mapped_column(Text)
+    status: Mapped[str | None] = mapped_column(Text)
+    extra: Mapped[str | None] = mapped_column(Text)  # JSON object of extra columns
+    load_id: Mapped[int | None] = mapped_column(BigInteger, index=True)  # source_loads.id
     loaded_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
-    outcome: Mapped[Optional[str]] = mapped_column(String(16))  # produced|quarantined|skipped
-    batch_id: Mapped[Optional[str]] = mapped_column(String(40))
-    produced_at: Mapped[Optional[dt.datetime]] = mapped_column(DateTime(timezone=True))
+    outcome: Mapped[str | None] = mapped_column(String(16))  # produced|quarantined|skipped
+    batch_id: Mapped[str | None] = mapped_column(String(40))
+    produced_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
 
     __table_args__ = (
         Index(
@@ -93,13 +92,13 @@ class ProducerBatch(Base):
 
     batch_id: Mapped[str] = mapped_column(String(40), primary_key=True)
     started_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
-    finished_at: Mapped[Optional[dt.datetime]] = mapped_column(DateTime(timezone=True))
+    finished_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
     extracted: Mapped[int] = mapped_column(Integer, default=0)
     produced_inventory: Mapped[int] = mapped_column(Integer, default=0)
     produced_delivery: Mapped[int] = mapped_column(Integer, default=0)
     skipped_other: Mapped[int] = mapped_column(Integer, default=0)
     quarantined: Mapped[int] = mapped_column(Integer, default=0)
-    validation: Mapped[Optional[str]] = mapped_column(Text)  # JSON: per-expectation counts
+    validation: Mapped[str | None] = mapped_column(Text)  # JSON: per-expectation counts
 
 
 class Quarantine(Base):
@@ -113,7 +112,7 @@ class Quarantine(Base):
     reasons: Mapped[str] = mapped_column(Text)  # JSON list of strings
     row: Mapped[str] = mapped_column(Text)  # JSON of the row as loaded
     quarantined_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
-    resolved_at: Mapped[Optional[dt.datetime]] = mapped_column(DateTime(timezone=True))
+    resolved_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
 
 
 class Stock(Base):
@@ -144,7 +143,7 @@ class Reservation(Base):
     quantity: Mapped[int] = mapped_column(Integer)
     outcome: Mapped[str] = mapped_column(String(16))  # reserved|backordered
     created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
-    released_at: Mapped[Optional[dt.datetime]] = mapped_column(DateTime(timezone=True))
+    released_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
 
 
 class Delivery(Base):
@@ -153,13 +152,13 @@ class Delivery(Base):
     order_id: Mapped[str] = mapped_column(Text, primary_key=True)
     status: Mapped[str] = mapped_column(String(16), index=True)
     customer_email: Mapped[str] = mapped_column(Text)
-    address_line: Mapped[Optional[str]] = mapped_column(Text)
-    city: Mapped[Optional[str]] = mapped_column(Text)
-    postal_code: Mapped[Optional[str]] = mapped_column(Text)
-    country: Mapped[Optional[str]] = mapped_column(Text)
+    address_line: Mapped[str | None] = mapped_column(Text)
+    city: Mapped[str | None] = mapped_column(Text)
+    postal_code: Mapped[str | None] = mapped_column(Text)
+    country: Mapped[str | None] = mapped_column(Text)
     postal_area: Mapped[str] = mapped_column(Text)
-    slot_date: Mapped[Optional[dt.date]] = mapped_column(Date)
-    slot: Mapped[Optional[int]] = mapped_column(Integer)
+    slot_date: Mapped[dt.date | None] = mapped_column(Date)
+    slot: Mapped[int | None] = mapped_column(Integer)
     updated_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
 
@@ -179,10 +178,10 @@ class DeliveryHistory(Base):
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
     order_id: Mapped[str] = mapped_column(Text, index=True)
     event_id: Mapped[str] = mapped_column(Text)
-    from_status: Mapped[Optional[str]] = mapped_column(String(16))
+    from_status: Mapped[str | None] = mapped_column(String(16))
     to_status: Mapped[str] = mapped_column(String(16))
     changed_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
-    note: Mapped[Optional[str]] = mapped_column(Text)
+    note: Mapped[str | None] = mapped_column(Text)
 
 
 class Notification(Base):
@@ -200,9 +199,9 @@ class Notification(Base):
     message_id: Mapped[str] = mapped_column(Text, unique=True)
     state: Mapped[str] = mapped_column(String(16), default="queued", index=True)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
-    last_error: Mapped[Optional[str]] = mapped_column(Text)
+    last_error: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
-    sent_at: Mapped[Optional[dt.datetime]] = mapped_column(DateTime(timezone=True))
+    sent_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
 
     __table_args__ = (UniqueConstraint("order_id", "to_status", name="uq_notification_change"),)
 
@@ -218,8 +217,8 @@ class ProcessedEvent(Base):
     partition: Mapped[int] = mapped_column(Integer)
     offset: Mapped[int] = mapped_column(BigInteger)
     outcome: Mapped[str] = mapped_column(String(16))  # applied|dead_lettered
-    error_class: Mapped[Optional[str]] = mapped_column(Text)
-    error_message: Mapped[Optional[str]] = mapped_column(Text)
+    error_class: Mapped[str | None] = mapped_column(Text)
+    error_message: Mapped[str | None] = mapped_column(Text)
     processed_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
     __table_args__ = (Index("ix_processed_events_topic_outcome", "topic", "outcome"),)

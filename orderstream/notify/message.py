@@ -31,7 +31,7 @@ def build_message(note: Outgoing, sender: str = DEFAULT_SENDER) -> EmailMessage:
     # Message-ID and Date come from the row, not the clock, so a resend after a crash is
     # the same message and receivers can de-duplicate it.
     msg["Message-ID"] = note.message_id if note.message_id.startswith("<") else f"<{note.message_id}>"
-    created = note.created_at if note.created_at.tzinfo else note.created_at.replace(tzinfo=dt.timezone.utc)
+    created = note.created_at if note.created_at.tzinfo else note.created_at.replace(tzinfo=dt.UTC)
     msg["Date"] = format_datetime(created)
     msg.set_content(note.body)
     if not msg["To"].addresses or not all(a.username and a.domain for a in msg["To"].addresses):

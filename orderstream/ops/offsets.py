@@ -21,14 +21,14 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import dataclass, field
 
-from confluent_kafka import Consumer, KafkaException, TopicPartition
+from confluent_kafka import KafkaException, TopicPartition
 from confluent_kafka.admin import AdminClient, OffsetSpec
 
 from orderstream.errors import BrokerUnavailable, UserError
 from orderstream.kafka.address import bootstrap_servers
 from orderstream.kafka.clients import admin_client
-from orderstream.kafka.lag import end_offsets
 from orderstream.kafka.groups import group_committed, group_consumer, retry_transient
+from orderstream.kafka.lag import end_offsets
 from orderstream.ops.common import run_logger
 from orderstream.settings import Settings
 
@@ -81,7 +81,7 @@ def parse_timestamp(value: str | dt.datetime | None) -> dt.datetime:
             raise UserError(f"timestamp {value!r} is not ISO-8601, e.g. 2026-11-25T10:00:00Z") from None
     if parsed.tzinfo is None:
         raise UserError(f"timestamp {value!s} has no UTC offset; add one, e.g. Z or +01:00")
-    return parsed.astimezone(dt.timezone.utc)
+    return parsed.astimezone(dt.UTC)
 
 
 def active_members(admin: AdminClient, group: str) -> list[str]:

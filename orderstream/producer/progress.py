@@ -10,9 +10,9 @@ from sqlalchemy import BigInteger, any_, bindparam, update
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.orm import Session
 
+from orderstream.db.engine import dialect_insert, is_postgres
 from orderstream.db.models import OrderEvent, ProducerBatch, Quarantine, utcnow
 from orderstream.source.fields import EVENT_FIELDS
-from orderstream.db.engine import dialect_insert, is_postgres
 
 ID_CHUNK = 10_000  # keeps SQLite's IN lists under its parameter limit
 # No ORM objects of these rows live in the session: syncing them would re-read every id.

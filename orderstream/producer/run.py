@@ -7,10 +7,10 @@ import time
 from orderstream.db.locks import run_lock
 from orderstream.errors import UserError
 from orderstream.kafka.producer import OrderProducer
+from orderstream.lifecycle import stop_requested
 from orderstream.ops.common import run_logger
 from orderstream.producer.extract import count_pending
 from orderstream.producer.pipeline import PassReport, Steps, produce_pass
-from orderstream.lifecycle import stop_requested
 from orderstream.runtime import Runtime
 
 

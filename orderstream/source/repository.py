@@ -29,7 +29,7 @@ class LoadReport:
     def refused(self) -> int:
         return self.refused_missing_id + self.refused_duplicate + self.refused_invalid
 
-    def add(self, other: "LoadReport") -> None:
+    def add(self, other: LoadReport) -> None:
         self.loaded += other.loaded
         self.refused_missing_id += other.refused_missing_id
         self.refused_duplicate += other.refused_duplicate

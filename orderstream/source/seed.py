@@ -79,7 +79,7 @@ def stock_frame(rng: random.Random, skus: list[str]) -> pd.DataFrame:
 def _order_events(rng: random.Random, order_no: int, customer: Customer, skus: list[str], at: dt.datetime) -> list[dict]:
     order_id = f"ORD-{uuid.UUID(int=rng.getrandbits(128)).hex[:16]}"
     offset = rng.choice(OFFSETS)
-    tz = dt.timezone.utc if offset == "Z" else dt.datetime.strptime(offset, "%z").tzinfo
+    tz = dt.UTC if offset == "Z" else dt.datetime.strptime(offset, "%z").tzinfo
 
     def stamp(seconds: int) -> str:
         text = (at + dt.timedelta(seconds=seconds)).astimezone(tz).isoformat(timespec="seconds")
@@ -113,7 +113,7 @@ def generate_events(orders: int, invalid_rate: float = 0.0, seed: int = 7, chunk
     rng = random.Random(seed)
     customers = _customers(rng, min(2_000, max(orders, 1)))
     skus = catalogue()
-    start = dt.datetime.now(dt.timezone.utc) - dt.timedelta(hours=1)
+    start = dt.datetime.now(dt.UTC) - dt.timedelta(hours=1)
     for first in range(0, orders, chunk_orders):
         rows: list[dict] = []
         for order_no in range(first, min(orders, first + chunk_orders)):

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from collections.abc import Iterable
+from datetime import UTC, datetime
 from functools import cache
 from pathlib import Path
-from typing import Iterable
 from urllib.parse import urlparse
 from urllib.request import url2pathname
 
@@ -43,7 +43,7 @@ def keep_validation_result(docs_dir: Path, suite_result, frame: pd.DataFrame, ba
     context = _docs_context(str(Path(docs_dir).resolve()))
     for one in suite_result.results:
         one.result = _docs_sample(one.result or {}, frame, one.expectation_config.meta["field"])
-    run_id = RunIdentifier(run_name=batch_id, run_time=datetime.now(timezone.utc))
+    run_id = RunIdentifier(run_name=batch_id, run_time=datetime.now(UTC))
     suite_result.meta.update({"run_id": run_id, "validation_time": run_id.run_time})
     key = ValidationResultIdentifier(
         expectation_suite_identifier=ExpectationSuiteIdentifier(name=SUITE_NAME),

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import threading
 from dataclasses import asdict, dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -23,6 +23,7 @@ import pandas as pd
 from expectations.order_events import SUITE_NAME, prepare, suite_parts
 from orderstream.validation.docs import keep_validation_result
 from orderstream.validation.results import RESULT_FORMAT, failing_rows
+
 
 class ValidationFailed(RuntimeError):
     """An expectation could not be evaluated: the batch must not pass unjudged."""
@@ -187,7 +188,7 @@ def validate_events(
     `valid` and `rejected` keep the input's columns and index; `rejected` adds `reasons`.
     With `docs_dir`, the batch's result is kept there for `build_data_docs`.
     """
-    batch_id = batch_id or datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S%fZ")
+    batch_id = batch_id or datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
     frame = prepare(df)
     suite_result, not_run = _run_suite(frame)
     stats, failures = _read(suite_result, not_run)

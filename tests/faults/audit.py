@@ -234,7 +234,7 @@ class Pipeline:
     def _consume(self, role: str) -> None:
         run_consumer(self.settings, role, drain=False, metrics_port=None, stop_event=self.stop)
 
-    def __enter__(self) -> "Pipeline":
+    def __enter__(self) -> Pipeline:
         # The producer's flow reads its settings from the environment.
         self.environment = contextlib.ExitStack()
         self.environment.enter_context(settings_in_environment(self.settings))

@@ -22,8 +22,8 @@ from sqlalchemy.orm import Session
 from flows.produce import produce_orders
 from orderstream.db.models import OrderEvent
 from orderstream.errors import UserError
-from orderstream.runtime import settings_in_environment
 from orderstream.kafka.clients import admin_client
+from orderstream.runtime import settings_in_environment
 from orderstream.stack.local import down, kill_node, leader_of, start_node, up
 from tests.faults.audit import (
     Pipeline,

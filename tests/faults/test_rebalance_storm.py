@@ -34,10 +34,10 @@ from confluent_kafka.admin import AdminClient
 from sqlalchemy import func, select, text
 from sqlalchemy.orm import Session
 
-from orderstream.kafka.clients import connection_config
 from orderstream.consumers import ConsumerStats, spawn_consumer
 from orderstream.db.engine import session_factory
 from orderstream.db.models import OrderEvent, ProcessedEvent, Stock
+from orderstream.kafka.clients import connection_config
 from orderstream.ops.offsets import active_members
 from orderstream.source.repository import insert_stock
 from tests.faults.audit import NOW, Pipeline, audit, load_events, load_stock, make_events, pending_count
