@@ -228,5 +228,6 @@ def prepare(df: pd.DataFrame) -> pd.DataFrame:
     parsed = pd.to_datetime(
         frame["created_at"].where(shaped), format="ISO8601", utc=True, errors="coerce"
     )
-    frame[CREATED_AT_PARSES] = parsed.notna().astype("boolean").where(shaped, pd.NA)
+    # pandas-stubs types astype("boolean") as Series[bool], whose `where` would not take pd.NA.
+    frame[CREATED_AT_PARSES] = parsed.notna().astype("boolean").where(shaped, pd.NA)  # type: ignore[call-overload]
     return frame

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from prefect import flow
 
-from orderstream.consumers import run_consumer, run_replicas
+from orderstream.consumers import Role, run_consumer, run_replicas
 from orderstream.runtime import settings_for
 from orderstream.stack.secure import CONSUMER_PRINCIPALS
 
 
-def _consume(role: str, drain: bool, replicas: int, metrics_port: int | None):
+def _consume(role: Role, drain: bool, replicas: int, metrics_port: int | None):
     settings = settings_for(CONSUMER_PRINCIPALS[role])
     if replicas > 1:
         return run_replicas(settings, role, replicas, drain=drain, metrics_port=metrics_port)

@@ -6,7 +6,7 @@ import logging
 import time
 from collections.abc import Iterable
 
-from prometheus_client import Counter, Histogram, start_http_server
+from prometheus_client import Counter, Gauge, Histogram, start_http_server
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import REGISTRY, Collector
 
@@ -50,13 +50,32 @@ producer_batch_seconds = Histogram(
 )
 producer_batch_size = Histogram("orderstream_producer_batch_size", "Source rows per producer batch", buckets=SIZE_BUCKETS)
 
+# Validation: the evaluator judges, GX checks the same rows off the latency path
+validation_disagreements = Counter(
+    "orderstream_validation_disagreements_total",
+    "Rows the evaluator and GX judged differently, by rule (must stay 0)", ["reason"],
+)
+validation_gx_checked = Counter("orderstream_validation_gx_checked_total", "Batches GX checked after the evaluator judged them")
+validation_gx_behind = Gauge("orderstream_validation_gx_behind_rows", "Rows judged by the evaluator that GX has not checked yet")
+
+# Notifications, in whichever process sends them
+NOTIFICATION_OUTCOMES = ("sent", "failed", "deferred")
+notifications = Counter(
+    "orderstream_notifications_total",
+    "Notifications by outcome: sent, failed (refused for good) or deferred (refused for now, queued again)",
+    ["outcome"],
+)
+for _outcome in NOTIFICATION_OUTCOMES:
+    notifications.labels(_outcome)  # at 0 from the start: increase() then sees the first failure too
+
 
 class LagCollector(Collector):
     """Consumer lag per partition, read from the broker at scrape time (cached briefly)."""
 
     def __init__(self, settings: Settings, role: str, cache_s: float = 2.0):
         self._settings, self._role, self._cache_s = settings, role, cache_s
-        self._at, self._lag = 0.0, {}
+        self._at = 0.0
+        self._lag: dict[int, int] = {}
 
     def collect(self):
         from orderstream.kafka.lag import partition_lag
@@ -66,7 +85,7 @@ class LagCollector(Collector):
             try:
                 self._lag = partition_lag(self._settings, group, topic)
                 self._at = time.monotonic()
-            except Exception as exc:  # a scrape must not fail because the broker blinked
+            except Exception as exc:  # noqa: BLE001 - a scrape must not fail because the broker blinked
                 log.warning("lag unavailable for %s: %s", group, exc)
         family = GaugeMetricFamily("orderstream_consumer_lag", "Records not yet committed by the group",
                                    labels=["topic", "group", "partition"])
@@ -103,10 +122,12 @@ def _created_at(value: bytes | None) -> float | None:
 
     import orjson
 
+    if value is None:
+        return None
     try:
         text = orjson.loads(value)["created_at"]
         return dt.datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
-    except Exception:  # pills and malformed stamps have no latency to report
+    except Exception:  # noqa: BLE001 - hostile values (pills, malformed stamps) have no latency to report, whatever they break
         return None
 
 
@@ -121,12 +142,22 @@ def serve(port: int, settings: Settings | None = None, role: str | None = None):
             REGISTRY.unregister(_lag_collector)
         _lag_collector = LagCollector(settings, role)
         REGISTRY.register(_lag_collector)
+        _start_at_zero(settings.topics[role])
     try:
         server, _thread = start_http_server(port, addr="127.0.0.1")
     except OSError as exc:
         raise _port_taken(port, exc) from None
     log.info("metrics at http://127.0.0.1:%d/metrics", port)
     return server
+
+
+def _start_at_zero(topic: str) -> None:
+    """Show the consumer's counters at 0 before its first batch: a counter that appears with its
+    first increment hides that increment from increase() and rate() (the alerts use both)."""
+    consumed.labels(topic)
+    consumer_retries.labels(topic)
+    for outcome in ("applied", "deduplicated", "dead_lettered"):
+        processed.labels(topic, outcome)
 
 
 def ensure_ports_free(ports: Iterable[int]) -> None:

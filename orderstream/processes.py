@@ -6,6 +6,7 @@ Liveness is read from /proc where there is one; without it (macOS) signal 0 and 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -162,10 +163,8 @@ def _group_alive(pgid: int) -> bool:
 
 def signal_group(pgid: int, sig: signal.Signals) -> None:
     """Signal a process group; one that is gone, or not ours to signal, is left alone."""
-    try:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pgid, sig)
-    except (ProcessLookupError, PermissionError):
-        pass
 
 
 def stop_group(pgid: int, timeout_s: float = STOP_TIMEOUT_S) -> None:
@@ -202,7 +201,7 @@ class Child:
     @classmethod
     def start(cls, name: str, argv: list[str], *, env: Mapping[str, str], cwd: Path, log_path: Path) -> Child:
         log_path.parent.mkdir(parents=True, exist_ok=True)
-        log = open(log_path, "ab")  # closed in stop(): the child writes to it until then
+        log = open(log_path, "ab")  # noqa: SIM115 - closed in stop(): the child writes to it until then
         try:
             process = subprocess.Popen(
                 argv, cwd=cwd, env=dict(env), stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,

@@ -28,6 +28,8 @@ class Settings(BaseSettings):
     database_url: str | None = None
     kafka_bootstrap_servers: str | None = None
     smtp_url: str | None = None
+    # Confluent-compatible Schema Registry: values in its wire format instead of plain JSON.
+    schema_registry_url: str | None = None
 
     # Topic names are settings so tests can run on their own uuid topics.
     inventory_topic: str = INVENTORY_TOPIC
@@ -48,17 +50,38 @@ class Settings(BaseSettings):
     kafka_ssl_ca_location: str | None = None
 
     # Producer
-    produce_chunk_size: int = 50_000
-    # How long continuous mode sleeps when nothing is pending: a floor under its latency.
+    # Rows per batch of a batch pass. GX no longer runs on the hot path (its ~200 ms per call
+    # forced 50k-row chunks), so chunks are small enough to keep the producer's memory low.
+    produce_chunk_size: int = 10_000
+    # Continuous mode: at most this many rows per batch, so that a burst does not hold back
+    # the acknowledgement of its first rows.
+    produce_continuous_chunk_size: int = 2_000
+    # Continuous mode on SQLite (or without a PostgreSQL listener): how long it sleeps when
+    # nothing is pending, a floor under its latency there.
     produce_poll_interval_s: float = 0.05
+    # Continuous mode on PostgreSQL: woken by a notification of new rows, it still looks this often.
+    produce_safety_poll_s: float = 1.0
     message_timeout_ms: int = 120_000
     producer_lock_timeout_s: float = 30.0
 
+    # Validation: the evaluator judges every row on the hot path; GX checks the same rows and
+    # keeps the Data Docs, in a background process ("background") or before the batch is sent
+    # ("inline": GX's ~200 ms per call back on the latency path).
+    validation_gx_check: Literal["background", "inline"] = "background"
+    # A batch waits to be judged while GX is this many rows behind: bounds the worker's memory.
+    validation_gx_max_rows_behind: int = 100_000
+    # Batches waiting together are checked in one GX run of up to this many rows.
+    validation_gx_merge_rows: int = 50_000
+    # How long a produce pass waits at its end for GX to check its last batches.
+    validation_gx_drain_timeout_s: float = 300.0
+
     # Consumers
     consume_batch_size: int = 5_000
-    # consume() waits this long for a full batch: at a trickle, a floor under latency; under load
-    # batches fill long before it.
+    # How long a consumer waits for the first record of its next batch (idle, it then does its
+    # housekeeping: offset commits, the drain check). Not a floor under latency: a record ends the wait.
     consume_poll_timeout_s: float = 0.05
+    # After a batch's first record, how long it may wait for more (0: take what has arrived).
+    consume_batch_wait_s: float = 0.0
     # librdkafka's prefetch queue: a few batches ahead is enough, and it bounds memory on a backlog.
     consume_prefetch_kbytes: int = 16_384
 

@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 
 from confluent_kafka import KafkaException
+from confluent_kafka.admin import AdminClient, OffsetSpec
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from orderstream.db.models import Delivery, Notification, OrderEvent, ProcessedEvent, Quarantine, Reservation
 from orderstream.errors import UserError
 from orderstream.kafka.clients import admin_client
-from orderstream.kafka.lag import end_offsets, partition_lag
-from orderstream.reconcile import reconcile
+from orderstream.kafka.groups import group_committed
+from orderstream.kafka.lag import end_offsets
+from orderstream.reconcile import TopicPositions, reconcile
 from orderstream.settings import DELIVERY_TOPIC, INVENTORY_TOPIC, Settings, dlq_topic
 from orderstream.source.repository import refused_duplicates
 
@@ -25,19 +28,31 @@ def _grouped(session: Session, column, *where) -> dict:
     return {key: int(n) for key, n in rows}
 
 
-def broker_view(settings: Settings) -> tuple[dict[str, int] | None, dict[str, int] | None]:
-    """Consumer lag per role and end offsets per topic, or (None, None) if Kafka is down."""
+@dataclass(frozen=True)
+class BrokerView:
+    """What the broker says right now: each role's consumer lag and each topic's offsets for its group."""
+
+    lag: dict[str, int]  # role -> messages the group has not committed yet
+    positions: dict[str, TopicPositions]  # topic -> offsets
+
+
+def topic_positions(settings: Settings, admin: AdminClient, group: str, topic: str) -> TopicPositions:
+    ends = end_offsets(admin, topic)
+    starts = end_offsets(admin, topic, spec=OffsetSpec.earliest())
+    return TopicPositions(starts=starts, ends=ends, committed=group_committed(settings, group, topic, sorted(ends)))
+
+
+def broker_view(settings: Settings) -> BrokerView | None:
+    """The broker's view for status and reconciliation, or None if Kafka does not answer."""
     try:
         admin = admin_client(settings)
-        lag = {
-            role: sum(partition_lag(settings, settings.groups[role], topic, admin).values())
-            for role, topic in settings.topics.items()
+        positions = {
+            topic: topic_positions(settings, admin, settings.groups[role], topic) for role, topic in settings.topics.items()
         }
-        ends = {topic: sum(end_offsets(admin, topic).values()) for topic in settings.topics.values()}
-        return lag, ends
     except (UserError, KafkaException) as exc:
         log.warning("consumer lag unknown: %s", exc)
-        return None, None
+        return None
+    return BrokerView(lag={role: positions[topic].lag for role, topic in settings.topics.items()}, positions=positions)
 
 
 def collect(session: Session, settings: Settings, *, with_broker: bool = True) -> dict:
@@ -52,7 +67,7 @@ def collect(session: Session, settings: Settings, *, with_broker: bool = True) -
     reservations = _grouped(session, Reservation.outcome)
     deliveries = _grouped(session, Delivery.status)
     notifications = _grouped(session, Notification.state)
-    lag, ends = broker_view(settings) if with_broker else (None, None)
+    broker = broker_view(settings) if with_broker else None
     groups = settings.groups
     result = {
         "source": {
@@ -61,7 +76,9 @@ def collect(session: Session, settings: Settings, *, with_broker: bool = True) -
             "other": sum(n for t, n in by_type.items() if t not in ("inventory", "delivery")),
             "refused_duplicates": refused_duplicates(session),
         },
-        "quarantined": int(session.scalar(select(func.count()).select_from(Quarantine).where(Quarantine.resolved_at.is_(None))) or 0),
+        "quarantined": int(
+            session.scalar(select(func.count()).select_from(Quarantine).where(Quarantine.resolved_at.is_(None))) or 0
+        ),
         "produced": {
             INVENTORY_TOPIC: produced.get("inventory", 0),
             DELIVERY_TOPIC: produced.get("delivery", 0),
@@ -81,7 +98,7 @@ def collect(session: Session, settings: Settings, *, with_broker: bool = True) -
             "sent": notifications.get("sent", 0),
             "failed": notifications.get("failed", 0),
         },
-        "consumer_lag": lag if lag is not None else {"inventory": -1, "delivery": -1},
-        "reconciliation": reconcile(session, settings, ends).as_status(),
+        "consumer_lag": broker.lag if broker is not None else {"inventory": -1, "delivery": -1},
+        "reconciliation": reconcile(session, settings, broker.positions if broker else None).as_status(),
     }
     return result

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from pathlib import Path
+
 from rich.table import Table
 from sqlalchemy import func, select
 
-from orderstream.console import console
+from orderstream.console import console, print_line
+from orderstream.reconcile import Reconciliation
 
 
-def _table(title: str, rows: list[tuple[str, object]]) -> Table:
+def _table(title: str, rows: Sequence[tuple[str, object]]) -> Table:
     table = Table(title=title, title_justify="left", show_header=False, box=None, padding=(0, 2))
     for name, value in rows:
         table.add_row(name, str(value))
@@ -58,8 +62,24 @@ def print_summary(outcome) -> None:
     if dlq:
         console.print(_table("dead-letter reasons (all time)", dlq))
     print_status(counters)
-    r = outcome.reconciliation
-    verdict = "[green]clean[/]" if r.ok else f"[red]NOT clean[/]: missing {r.missing}, duplicates {r.duplicates}"
-    console.print(f"reconciliation: {verdict}")
-    console.print(f"reports: validation results under {settings.gx_dir}, mail under {settings.mail_dir}, "
-                  f"Prefect runs under {settings.home / 'prefect'}")
+    print_line(verdict(outcome.reconciliation))
+    quality = outcome.quality
+    if quality.docs_index:
+        print_line(f"Data Docs (validation results): {Path(quality.docs_index).as_uri()}")
+    if quality.markdown_path:
+        print_line(f"data-quality report: {quality.markdown_path}")
+    print_line(f"mail under {settings.mail_dir}, Prefect runs under {settings.home / 'prefect'}")
+
+
+def verdict(result: Reconciliation) -> str:
+    """One line: clean or not, and what is still on its way (in flight is not missing)."""
+    state = "clean" if result.ok else f"NOT clean: missing {result.missing}, applied twice {result.duplicates}"
+    if result.in_flight:
+        produced = result.in_flight - result.pending
+        state += (f"; in flight: {result.in_flight} ({result.pending} pending at the source, "
+                  f"{produced} produced, not consumed yet)")
+    else:
+        state += "; nothing in flight"
+    if not result.offsets_known:
+        state += "; the broker did not answer, so events produced and not consumed count as missing"
+    return f"reconciliation: {state}"

@@ -17,8 +17,8 @@ from orderstream.producer.extract import read_pending
 from orderstream.settings import Settings
 from orderstream.validation import ValidationOutcome
 
-extract_chunk = task(read_pending, name="extract_chunk", retries=3, retry_delay_seconds=[2, 5, 15], cache_policy=NO_CACHE)
-send_batch = task(pipeline.send_batch, name="send_batch", cache_policy=NO_CACHE)
+extract_chunk = task(name="extract_chunk", retries=3, retry_delay_seconds=[2, 5, 15], cache_policy=NO_CACHE)(read_pending)
+send_batch = task(name="send_batch", cache_policy=NO_CACHE)(pipeline.send_batch)
 
 
 @task(name="finish_batch", cache_policy=NO_CACHE)

@@ -3,6 +3,7 @@ environment of an `orderstream` subprocess; reading a process's /metrics."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -100,9 +101,7 @@ def stop_tree(proc: subprocess.Popen, timeout: float = 60) -> None:
     except subprocess.TimeoutExpired:
         pass
     for pid in [*spawned_children(proc.pid), *children]:
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
     proc.kill()
     proc.wait(10)

@@ -18,14 +18,16 @@ from orderstream.bench.kafka_tools import parse_consumer_perf, parse_end_to_end,
 from orderstream.bench.report import markdown_table, to_json, write_results
 from orderstream.settings import Settings
 
-PRODUCER_PERF_OUTPUT = """\
-Option --producer-props has been deprecated and will be removed in a future version. Use --command-property instead.
-100000 records sent, 20894.274969 records/sec (5.18 MB/sec), 916.48 ms avg latency, 1340.00 ms max latency, 1089 ms 50th, 1254 ms 95th, 1301 ms 99th, 1328 ms 99.9th.
-"""
-CONSUMER_PERF_OUTPUT = """\
-start.time, end.time, data.consumed.in.MB, MB.sec, data.consumed.in.nMsg, nMsg.sec, rebalance.time.ms, fetch.time.ms, fetch.MB.sec, fetch.nMsg.sec
-2026-11-25 21:23:16:713, 2026-11-25 21:23:20:336, 24.7955, 6.8439, 100000, 27601.4353, 2596, 1027, 24.1437, 97370.9834
-"""
+PRODUCER_PERF_OUTPUT = (
+    "Option --producer-props has been deprecated and will be removed in a future version. Use --command-property instead.\n"
+    "100000 records sent, 20894.274969 records/sec (5.18 MB/sec), 916.48 ms avg latency, 1340.00 ms max latency, "
+    "1089 ms 50th, 1254 ms 95th, 1301 ms 99th, 1328 ms 99.9th.\n"
+)
+CONSUMER_PERF_OUTPUT = (
+    "start.time, end.time, data.consumed.in.MB, MB.sec, data.consumed.in.nMsg, nMsg.sec, rebalance.time.ms, fetch.time.ms, "
+    "fetch.MB.sec, fetch.nMsg.sec\n"
+    "2026-11-25 21:23:16:713, 2026-11-25 21:23:20:336, 24.7955, 6.8439, 100000, 27601.4353, 2596, 1027, 24.1437, 97370.9834\n"
+)
 END_TO_END_OUTPUT = """\
 0\t99.59921700000001
 1000\t1.612109

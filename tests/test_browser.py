@@ -1,5 +1,6 @@
 """A real browser check: headless Chromium (Debian's package) renders the Prefect UI page of a
 finished flow run and the GX Data Docs index, and the pages show what a person would look for.
+The Data Docs pages are opened with the network off and must load everything from the site.
 
 Screenshots are kept under test-artifacts/browser/ (gitignored) for a look after the run.
 """
@@ -7,14 +8,15 @@ Screenshots are kept under test-artifacts/browser/ (gitignored) for a look after
 from __future__ import annotations
 
 import uuid
-import warnings
 from collections.abc import Iterator
 from pathlib import Path
+from urllib.parse import urlsplit
+from urllib.request import url2pathname
 
 import pytest
 
 from orderstream.serve import PrefectServer, free_port, prefect_client
-from tests.browser.chromium import Chromium, ensure_chromium
+from tests.browser.chromium import Chromium, Requests, ensure_chromium
 
 pytestmark = pytest.mark.integration
 
@@ -51,9 +53,9 @@ def finished_run(prefect_server: PrefectServer, tmp_path_factory: pytest.TempPat
     from tests.browser.ui_flow import browser_check
 
     docs_dir = tmp_path_factory.mktemp("gx-docs")
-    batch_id = f"browser-{uuid.uuid4().hex[:8]}"
+    batch_id, earlier_batch_id = f"browser-{uuid.uuid4().hex[:8]}", f"browser-earlier-{uuid.uuid4().hex[:8]}"
     with temporary_settings(updates={PREFECT_API_URL: prefect_server.api_url}):
-        state = browser_check(str(docs_dir), batch_id, return_state=True)
+        state = browser_check(str(docs_dir), batch_id, earlier_batch_id, return_state=True)
         result = state.result()
         # Send the run's logs and events now, to this server: at exit there is no API URL and
         # Prefect would start a temporary server just to deliver them.
@@ -64,7 +66,7 @@ def finished_run(prefect_server: PrefectServer, tmp_path_factory: pytest.TempPat
     with prefect_client(prefect_server.api_url) as client:
         run = client.read_flow_run(state.state_details.flow_run_id)
     assert run.state is not None and run.state.name == "Completed"
-    return {"run": run, "batch_id": batch_id, "index": Path(result["index"])}
+    return {"run": run, "batch_id": batch_id, "earlier_batch_id": earlier_batch_id, "index": Path(result["index"])}
 
 
 def test_prefect_ui_shows_the_finished_runs_name_and_completed_state(
@@ -79,31 +81,50 @@ def test_prefect_ui_shows_the_finished_runs_name_and_completed_state(
     assert "Failed" not in text and "Crashed" not in text
 
 
-def test_data_docs_show_the_suites_validation_result(browser: Chromium, finished_run: dict, artifacts: Path) -> None:
+def test_data_docs_index_lists_every_run_offline_and_loads_nothing_from_outside_the_site(
+    browser: Chromium, finished_run: dict, artifacts: Path
+) -> None:
     index: Path = finished_run["index"]
-    batch_id: str = finished_run["batch_id"]
     assert index.is_file(), index
-
-    browser.open(index.as_uri())
+    requests = browser.record_requests()
+    browser.set_offline(True)  # as on a machine without internet: only the site itself can serve
     try:
-        text = browser.wait_for_text("Validation Results", timeout_s=30)
+        browser.open(index.as_uri())
+        text = browser.wait_for_text("Validation Results", finished_run["batch_id"], finished_run["earlier_batch_id"],
+                                     timeout_s=30)
+        browser.wait_for_load()
     finally:
         browser.screenshot(artifacts / "data-docs-index.png")
-    # The index draws its table of results with jQuery and bootstrap-table from public CDNs; a
-    # machine without internet access (CI here) shows the page without its rows.
-    if browser.evaluate("typeof jQuery !== 'undefined' && !!jQuery.fn.bootstrapTable"):
-        assert "order_events" in text and batch_id in text, text[:2000]
-    else:
-        warnings.warn("Data Docs index: its table scripts come from CDNs this machine cannot reach, "
-                      "so the index lists no rows here; the result page is checked instead", stacklevel=1)
+        browser.set_offline(False)
+    # The rows are drawn by bootstrap-table, served from the site: both batches, the earlier one
+    # kept by validation and rendered by the later build, which was asked for the later batch only.
+    rows = browser.evaluate("[...document.querySelectorAll('.ge-index-page-validation-results-table tbody tr')]"
+                            ".map(row => [row.innerText, !!row.querySelector('.ge-failed-icon')])")
+    assert len(rows) == 2, rows
+    assert all("order_events" in row and failed for row, failed in rows), rows  # both failed two rules
+    _assert_styled_from_the_site(browser, requests, index.parent)
+    assert "order_events" in text
 
-    # The batch's result page is plain HTML: the suite, its status, the counts and the failing ids.
+
+def test_data_docs_result_page_shows_the_failures_from_the_site_alone(
+    browser: Chromium, finished_run: dict, artifacts: Path
+) -> None:
+    index: Path = finished_run["index"]
+    batch_id: str = finished_run["batch_id"]
     (page,) = (index.parent / "validations" / "order_events" / batch_id).rglob("*.html")
-    browser.open(page.as_uri())
+    requests = browser.record_requests()
+    browser.set_offline(True)
     try:
-        text = browser.wait_for_text("Expectation Validation Result", "ui-bad-qty", timeout_s=30)
+        browser.open(page.as_uri())
+        browser.wait_for_text("Expectation Validation Result", "ui-bad-qty", "Show more info", timeout_s=30)
+        browser.wait_for_load()
+        # The run's details are folded away by bootstrap's collapse, as a person finds them.
+        browser.evaluate("[...document.querySelectorAll('a, button')].find(e => e.innerText.includes('Show more info'))"
+                         ".click()")
+        text = browser.wait_for_text("Run Name", timeout_s=30)
     finally:
         browser.screenshot(artifacts / "data-docs-validation-result.png")
+        browser.set_offline(False)
     overview = " ".join(text.split())
     assert "Expectation Suite: order_events" in overview
     assert "Status: Failed" in overview
@@ -111,3 +132,26 @@ def test_data_docs_show_the_suites_validation_result(browser: Chromium, finished
     assert "Unsuccessful Expectations 2" in overview
     for event_id in ("ui-bad-qty", "ui-bad-country"):
         assert event_id in text
+    _assert_styled_from_the_site(browser, requests, index.parent)
+
+
+def _assert_styled_from_the_site(browser: Chromium, requests: Requests, site: Path) -> None:
+    """Every request of the page was for a file of the site, found there; its stylesheets,
+    scripts and icon font are in effect."""
+    site = site.resolve()
+    outside = [url for url in requests.urls if not _in_site(url, site)]
+    assert outside == [], f"requests outside {site}: {outside}"
+    assert requests.failed == {}, f"requests that failed: {requests.failed}"
+    assert any("/static/vendor/" in url for url in requests.urls), requests.urls
+    assert browser.evaluate("typeof jQuery !== 'undefined' && !!jQuery.fn.bootstrapTable && !!jQuery.fn.datepicker"
+                            " && typeof Popper !== 'undefined' && typeof vegaEmbed !== 'undefined'")
+    # bootstrap's .sticky-top on the navbar, and Font Awesome's solid face loaded.
+    assert browser.evaluate("getComputedStyle(document.querySelector('nav.navbar')).position") == "sticky"
+    assert browser.evaluate("document.fonts.check('900 16px \"Font Awesome 6 Free\"')")
+
+
+def _in_site(url: str, site: Path) -> bool:
+    if url.startswith("data:"):  # inline, part of the page or stylesheet that holds it
+        return True
+    parts = urlsplit(url)
+    return parts.scheme == "file" and Path(url2pathname(parts.path)).resolve().is_relative_to(site)

@@ -18,6 +18,7 @@ import uuid
 from pathlib import Path
 
 import pytest
+from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient, ConfigResource
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
@@ -66,7 +67,7 @@ def group_members(admin: AdminClient, group: str) -> dict[str, set[int]]:
     """Member id -> its assigned partitions, as the group coordinator reports them."""
     try:
         description = admin.describe_consumer_groups([group], request_timeout=10)[group].result()
-    except Exception:  # the group does not exist yet, or the coordinator is still moving
+    except KafkaException:  # the group does not exist yet, or the coordinator is still moving
         return {}
     return {m.member_id: {tp.partition for tp in m.assignment.topic_partitions} for m in description.members}
 

@@ -15,7 +15,7 @@ import textwrap
 
 import orjson
 import pytest
-from confluent_kafka import ConsumerGroupState, Producer
+from confluent_kafka import ConsumerGroupState, KafkaException, Producer
 from confluent_kafka.admin import AdminClient
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
@@ -45,7 +45,7 @@ def assignments(settings: Settings) -> list[set[int]]:
     admin = AdminClient(connection_config(settings))
     try:
         group = admin.describe_consumer_groups([settings.inventory_group])[settings.inventory_group].result(timeout=10)
-    except Exception:  # the group does not exist yet
+    except (KafkaException, TimeoutError):  # the group does not exist yet, or the coordinator did not answer in time
         return []
     if group.state != ConsumerGroupState.STABLE:
         return []
@@ -99,7 +99,7 @@ def test_the_consumer_flow_with_replicas_2_runs_two_group_members_in_one_flow_ru
         assert proc.wait(120) == 0, log.read_text()[-3000:]
     finally:
         stop_tree(proc)
-    line = next(l for l in log.read_text().splitlines() if l.startswith("FLOW_RUN "))
+    line = next(row for row in log.read_text().splitlines() if row.startswith("FLOW_RUN "))
     _, state, run_id = line.split()
     assert state == "COMPLETED", log.read_text()[-3000:]
 

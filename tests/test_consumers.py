@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import multiprocessing
 import os
@@ -509,10 +510,8 @@ def _stats_from(results, n: int, timeout: float = 60) -> list[dict]:
     collected = []
     deadline = time.monotonic() + timeout
     while len(collected) < n and time.monotonic() < deadline:
-        try:
+        with contextlib.suppress(queue.Empty):
             collected.append(results.get(timeout=0.5))
-        except queue.Empty:
-            pass
     return collected
 
 

@@ -23,7 +23,8 @@ ROWS = [
     {"event_id": "e4", "order_id": "o2", "type": "Inventory", "created_at": "2026-11-25T10:00:00Z"},
     {"event_id": "e5", "order_id": "o2", "type": " delivery", "created_at": "2026-11-25T10:00:00Z"},
     {"event_id": "e6", "order_id": "o2", "type": None, "created_at": "2026-11-25T10:00:00Z"},
-    {"event_id": "e7", "order_id": "o3", "type": "inventory", "created_at": "x", "sku": "A", "quantity": "abc", "note": "keep me"},
+    {"event_id": "e7", "order_id": "o3", "type": "inventory", "created_at": "x", "sku": "A", "quantity": "abc",
+     "note": "keep me"},
     {"event_id": "e1", "order_id": "o9", "type": "inventory"},  # duplicate in the file
     {"event_id": None, "order_id": "o9", "type": "inventory"},  # missing event_id
 ]

@@ -49,7 +49,9 @@ def test_metrics_count_processed_messages_and_report_lag(settings, engine):
     try:
         topic = settings.inventory_topic
         text = wait_until(
-            lambda: (t := scrape(port)) and sample(t, "orderstream_messages_processed_total", topic=topic, outcome="applied") == 40 and t,
+            lambda: (t := scrape(port))
+            and sample(t, "orderstream_messages_processed_total", topic=topic, outcome="applied") == 40
+            and t,
             120, "40 applied messages in /metrics")
         assert sample(text, "orderstream_messages_consumed_total", topic=topic) == 40
         assert sample(text, "orderstream_consumer_batch_size_count", topic=topic) >= 1
@@ -57,8 +59,8 @@ def test_metrics_count_processed_messages_and_report_lag(settings, engine):
         lag = wait_until(lambda: (t := scrape(port)) and "orderstream_consumer_lag{" in t and t, 60, "lag gauges")
         lags = [line for line in lag.splitlines() if line.startswith("orderstream_consumer_lag{")]
         assert len(lags) == settings.topic_partitions
-        wait_until(lambda: all(float(l.rsplit(" ", 1)[1]) == 0 for l in scrape(port).splitlines()
-                               if l.startswith("orderstream_consumer_lag{")), 60, "lag back to 0")
+        wait_until(lambda: all(float(line.rsplit(" ", 1)[1]) == 0 for line in scrape(port).splitlines()
+                               if line.startswith("orderstream_consumer_lag{")), 60, "lag back to 0")
     finally:
         stop.set()
         worker.join(60)

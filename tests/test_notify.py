@@ -59,18 +59,18 @@ class Recorder:
         self.drop_before_accept = 0  # the next K DATA: connection reset, message not kept
         self.drop_after_accept = 0  # the next K DATA: message kept, then reset before the reply
 
-    async def handle_EHLO(self, server, session, envelope, hostname, responses):  # noqa: ANN001
+    async def handle_EHLO(self, server, session, envelope, hostname, responses):
         self.connections += 1
         session.host_name = hostname
         return responses
 
-    async def handle_RCPT(self, server, session, envelope, address, rcpt_options):  # noqa: ANN001
+    async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
         if address in self.refuse:
             return f"550 5.1.1 <{address}>: mailbox unavailable"
         envelope.rcpt_tos.append(address)
         return "250 OK"
 
-    async def handle_DATA(self, server, session, envelope):  # noqa: ANN001
+    async def handle_DATA(self, server, session, envelope):
         if self.fail_data:
             self.fail_data -= 1
             return "451 4.3.0 try again later"
@@ -379,7 +379,7 @@ def test_concurrent_runs_send_each_message_once(tmp_path, db_url, smtp) -> None:
 def test_smtp_login_works_and_the_password_is_never_logged(tmp_path, db_url, caplog) -> None:
     logins: list[tuple[str, str]] = []
 
-    def authenticator(server, session, envelope, mechanism, auth_data) -> AuthResult:  # noqa: ANN001
+    def authenticator(server, session, envelope, mechanism, auth_data) -> AuthResult:
         logins.append((auth_data.login.decode(), auth_data.password.decode()))
         return AuthResult(success=auth_data.password.decode() == PASSWORD, handled=False)
 

@@ -121,7 +121,6 @@ def test_late_commits_are_never_skipped(settings, engine):
     """8 writers hold their transactions open 0-0.2 s while passes run; every row is produced."""
     sessions = session_factory(engine)
     written: list[str] = []
-    stop = threading.Event()
 
     def writer(n: int) -> None:
         rng = random.Random(n)

@@ -213,7 +213,7 @@ def test_corrected_quarantined_row_is_released_and_produced_once(settings, engin
     for r in records:
         by_id.setdefault(r.headers["event_id"], []).append(r.json)
     assert {k: len(v) for k, v in by_id.items()} == {b"q1": 1, b"ok1": 1}
-    assert by_id[b"q1"][0]["quantity"] == "3" and by_id[b"q1"][0]["note"] == "fixed by ops"
+    assert by_id[b"q1"][0]["quantity"] == 3 and by_id[b"q1"][0]["note"] == "fixed by ops"  # a typed message
 
     snapshot = (source(engine), quarantine(engine))
     again = revalidate_quarantine(corrections=str(fix), produce=True)

@@ -27,7 +27,8 @@ def _assembled(node: ast.expr) -> str | None:
     if isinstance(node, ast.JoinedStr):
         return "f-string"
     if isinstance(node, ast.BinOp) and isinstance(node.op, (ast.Mod, ast.Add)):
-        if isinstance(node.left, ast.Constant) and isinstance(node.left.value, str) or isinstance(node.left, (ast.JoinedStr, ast.BinOp)):
+        left = node.left
+        if isinstance(left, ast.Constant) and isinstance(left.value, str) or isinstance(left, (ast.JoinedStr, ast.BinOp)):
             return "% / + string expression"
     if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr in ("format", "join"):
         return f".{node.func.attr}(...)"

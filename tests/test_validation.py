@@ -7,8 +7,10 @@ from types import SimpleNamespace
 
 import pandas as pd
 import pytest
+from prometheus_client import REGISTRY
 
 from expectations.order_events import build_order_events_suite, country_codes
+from orderstream.validation import gx_suite
 from orderstream.validation import suite as validate_module
 from orderstream.validation.docs import build_data_docs
 from orderstream.validation.suite import validate_events
@@ -179,7 +181,9 @@ def test_missing_optional_columns_count_as_null() -> None:
 
 
 def test_values_of_the_wrong_type_are_judged_as_text() -> None:
-    outcome = validate_events(frame({**INVENTORY, "quantity": 5}, {**INVENTORY, "quantity": 2.5}, {**INVENTORY, "quantity": float("nan")}))
+    outcome = validate_events(
+        frame({**INVENTORY, "quantity": 5}, {**INVENTORY, "quantity": 2.5}, {**INVENTORY, "quantity": float("nan")})
+    )
     assert list(outcome.valid["event_id"]) == ["e1"]
     assert outcome.rejected["reasons"].tolist() == [["quantity must be an integer"], ["quantity is required for inventory"]]
 
@@ -264,4 +268,35 @@ def test_an_expectation_gx_could_not_evaluate_fails_the_batch(monkeypatch) -> No
 def test_the_gx_context_is_built_once_per_process() -> None:
     validate_events(frame(INVENTORY))
     validate_events(frame(DELIVERY))
-    assert validate_module._validator.cache_info().misses <= 1
+    assert gx_suite._validator.cache_info().misses <= 1
+
+
+def _metric(name: str, **labels: str) -> float:
+    return REGISTRY.get_sample_value(name, labels) or 0.0
+
+
+def test_gx_checks_every_batch_and_agrees_with_the_evaluator() -> None:
+    checked = _metric("orderstream_validation_gx_checked_total")
+    validate_events(frame(*(row for row, _ in INVALID), *VALID))
+    assert _metric("orderstream_validation_gx_checked_total") == checked + 1
+    for reason in [e.meta["reason"] for e in build_order_events_suite().expectations]:
+        assert _metric("orderstream_validation_disagreements_total", reason=reason) == 0
+
+
+def test_a_disagreement_with_gx_is_counted_and_logged(monkeypatch, caplog) -> None:
+    """The evaluator decides; should GX see it otherwise, the metric and the log say so."""
+    real = validate_module.evaluate
+
+    def lenient(frame, rules, gx):  # an evaluator that lets every quantity through
+        judgement = real(frame, rules, gx)
+        between = [s.reason for s in judgement.stats].index("quantity must be between 1 and 10000")
+        judgement.failing[between] = judgement.failing[between][:0]
+        return judgement
+
+    monkeypatch.setattr(validate_module, "evaluate", lenient)
+    reason = "quantity must be between 1 and 10000"
+    before = _metric("orderstream_validation_disagreements_total", reason=reason)
+    outcome = validate_events(frame(INVENTORY, {**INVENTORY, "quantity": "0"}), batch_id="b-lenient")
+    assert len(outcome.valid) == 2  # the evaluator's verdict stands
+    assert _metric("orderstream_validation_disagreements_total", reason=reason) == before + 1
+    assert any("b-lenient" in r.message and reason in r.message for r in caplog.records if r.levelname == "ERROR")

@@ -32,6 +32,7 @@ class BenchConfig:
     p1_events: int
     p2_events: int
     p3_rate_per_s: float
+    p3_high_rate_per_s: float | None  # a second P3 run at this rate (None: none)
     p3_duration_s: float
     p3_floor_records: int
     p4_small_events: int
@@ -42,7 +43,7 @@ class BenchConfig:
 
 FULL = BenchConfig(
     p1_events=200_000, p2_events=200_000,
-    p3_rate_per_s=1_000, p3_duration_s=60, p3_floor_records=10_000,
+    p3_rate_per_s=1_000, p3_high_rate_per_s=5_000, p3_duration_s=60, p3_floor_records=10_000,
     p4_small_events=200_000, p4_large_events=2_000_000, p4_scaled_down=False,
     p5_events=100_000,
 )
@@ -52,7 +53,7 @@ QUICK = replace(
 )
 # The smallest configuration that still exercises every path (tests).
 SMALLEST = BenchConfig(
-    p1_events=2_000, p2_events=2_000, p3_rate_per_s=200, p3_duration_s=3, p3_floor_records=200,
+    p1_events=2_000, p2_events=2_000, p3_rate_per_s=200, p3_high_rate_per_s=None, p3_duration_s=3, p3_floor_records=200,
     p4_small_events=1_000, p4_large_events=2_000, p4_scaled_down=True, p5_events=2_000,
 )
 
@@ -65,7 +66,9 @@ def run_measurements(env, config: BenchConfig, repeats: int, only: Iterable[str]
     steps = {
         "P1": lambda: p1_producer.measure(env, config.p1_events, repeats),
         "P2": lambda: p2_consumer.measure(env, config.p2_events, repeats),
-        "P3": lambda: p3_latency.measure(env, config.p3_rate_per_s, config.p3_duration_s, config.p3_floor_records, repeats),
+        "P3": lambda: p3_latency.measure(
+            env, config.p3_rate_per_s, config.p3_duration_s, config.p3_floor_records, repeats, config.p3_high_rate_per_s
+        ),
         "P4": lambda: p4_memory.measure(env, config.p4_small_events, config.p4_large_events, repeats, config.p4_scaled_down),
         "P5": lambda: p5_prefect.measure(env, config.p5_events, repeats),
     }
@@ -76,7 +79,7 @@ def run_measurements(env, config: BenchConfig, repeats: int, only: Iterable[str]
         log.info("%s: measuring", key)
         try:
             result[key] = steps[key]()
-        except Exception as exc:  # one broken measurement must not hide the others' figures
+        except Exception as exc:  # noqa: BLE001 - one broken measurement must not hide the others' figures
             log.exception("%s failed", key)
             result[key] = {"error": f"{type(exc).__name__}: {exc}"}
             errors.append(f"{key}: {type(exc).__name__}: {exc}")

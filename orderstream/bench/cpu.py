@@ -148,9 +148,10 @@ class CpuMeter:
             if now is None:
                 continue
             before = start.procs.get(pid)
-            # A pid that is new in the window (or reused) counts from zero.
-            same = before is not None and before.comm == now.comm and before.ticks <= now.ticks
-            total += now.ticks - (before.ticks if same else 0)
+            if before is not None and before.comm == now.comm and before.ticks <= now.ticks:
+                total += now.ticks - before.ticks
+            else:  # a pid that is new in the window (or reused) counts from zero
+                total += now.ticks
         return total
 
     def _split(self, start: _Snapshot, end: _Snapshot) -> CpuSplit:

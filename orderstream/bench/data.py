@@ -93,6 +93,7 @@ def copy_events(engine: Engine, frames: Iterator[pd.DataFrame] | list[pd.DataFra
     raw = engine.raw_connection()
     try:
         conn = raw.driver_connection
+        assert conn is not None  # a connection fresh from the pool has its driver connection
         with conn.cursor() as cursor:
             with cursor.copy(copy_statement("order_events", SOURCE_COLUMNS)) as copy:
                 for frame in frames:
@@ -152,7 +153,7 @@ def messages_of(frame: pd.DataFrame) -> Messages:
         keys=[k.encode() for k in frame["order_id"]],
         # orjson hands back each document in a buffer of about 4 KB; a right-sized copy keeps
         # a few hundred thousand of them from taking gigabytes in this process.
-        values=[bytes(memoryview(v)) for v in payloads(frame)],
+        values=[bytes(memoryview(v)) for v in payloads(frame, "inventory")],
         event_ids=[str(e) for e in frame["event_id"]],
     )
 

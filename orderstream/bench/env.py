@@ -102,7 +102,7 @@ class Workspace:
         """Environment for an `orderstream` subprocess working in this workspace (the CLI
         sets the rest of Prefect's environment itself, see `prepare_prefect`)."""
         return self.settings.subprocess_env(
-            KAFKA_BOOTSTRAP_SERVERS=self.env.bootstrap, PREFECT_HOME=str(self.run_dir / "prefect"), **extra
+            None, KAFKA_BOOTSTRAP_SERVERS=self.env.bootstrap, PREFECT_HOME=str(self.run_dir / "prefect"), **extra
         )
 
     def meter(self) -> CpuMeter:
@@ -114,7 +114,9 @@ class BenchEnv:
 
     def __init__(self, base: Settings, *, broker_pids: set[int] | None = None) -> None:
         if not base.database_url or make_url(normalize_url(base.database_url)).get_backend_name() != "postgresql":
-            raise UserError("the bench needs PostgreSQL: unset DATABASE_URL (a throwaway server is started) or point it at PostgreSQL")
+            raise UserError(
+                "the bench needs PostgreSQL: unset DATABASE_URL (a throwaway server is started) or point it at PostgreSQL"
+            )
         self.base = base
         self.bootstrap = bootstrap_servers(base)
         self.broker_pids = set(broker_pids or ())
@@ -191,7 +193,7 @@ class BenchEnv:
 
     # -- helpers --------------------------------------------------------------------
 
-    def _execute(self, statement: sql.Composable) -> None:
+    def _execute(self, statement: sql.Composed) -> None:
         with psycopg.connect(libpq_conninfo(self.base.database_url or ""), autocommit=True) as conn:
             conn.execute(statement)
 

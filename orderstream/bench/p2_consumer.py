@@ -29,11 +29,13 @@ from orderstream.bench.common import check_count, log, median, rounded
 from orderstream.bench.data import copy_statement, load_stock, prefill_topic
 from orderstream.bench.env import BenchEnv, Workspace
 from orderstream.bench.kafka_tools import consumer_perf
-from orderstream.db.models import ProcessedEvent, Reservation
+from orderstream.db.models import ProcessedEvent, Reservation, table_of
 
 GOAL_PER_S = 50_000
 GOAL_RATIO = 0.25
-LEDGER_COLUMNS = ("consumer_group", "event_id", "topic", "partition", "offset", "outcome", "error_class", "error_message", "processed_at")
+LEDGER_COLUMNS = (
+    "consumer_group", "event_id", "topic", "partition", "offset", "outcome", "error_class", "error_message", "processed_at",
+)
 RESERVATION_COLUMNS = ("event_id", "order_id", "sku", "warehouse_id", "quantity", "outcome", "created_at", "released_at")
 
 
@@ -75,11 +77,12 @@ def _apply(ws: Workspace, events: int):
 def _pg_raw(ws: Workspace, events: int) -> tuple[float, dict | None]:
     """COPY the apply's own rows into empty look-alike tables, one transaction."""
     with ws.engine.connect() as conn:
-        ledger = conn.execute(select(*(ProcessedEvent.__table__.c[c] for c in LEDGER_COLUMNS))).all()
-        reservations = conn.execute(select(*(Reservation.__table__.c[c] for c in RESERVATION_COLUMNS))).all()
+        ledger = conn.execute(select(*(table_of(ProcessedEvent).c[c] for c in LEDGER_COLUMNS))).all()
+        reservations = conn.execute(select(*(table_of(Reservation).c[c] for c in RESERVATION_COLUMNS))).all()
     raw = ws.engine.raw_connection()
     try:
         pg = raw.driver_connection
+        assert pg is not None  # a connection fresh from the pool has its driver connection
         pg.execute("CREATE TABLE raw_ledger (LIKE processed_events INCLUDING ALL)")
         pg.execute("CREATE TABLE raw_reservations (LIKE reservations INCLUDING ALL)")
         pg.commit()

@@ -164,7 +164,9 @@ def run_once(env: BenchEnv, events: int) -> P5Run:
         flow_body_s=clocks.flow_body.seconds,
         task_runs=clocks.task_bodies.calls,
     )
-    log.info("P5 run: %.2f s wall, %.2f s in %d task bodies: overhead share %.3f", wall, run.task_bodies_s, run.task_runs, run.share)
+    log.info(
+        "P5 run: %.2f s wall, %.2f s in %d task bodies: overhead share %.3f", wall, run.task_bodies_s, run.task_runs, run.share
+    )
     return run
 
 

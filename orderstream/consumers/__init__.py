@@ -11,6 +11,7 @@ import logging
 import multiprocessing
 import queue
 from collections.abc import Mapping
+from multiprocessing.process import BaseProcess
 from typing import Any, Literal
 
 from orderstream.consumers.runner import BatchConsumer, Handler
@@ -44,7 +45,7 @@ def make_handler(settings: Settings, role: Role) -> Handler:
     if role == "inventory":
         from orderstream.consumers.inventory import InventoryHandler
 
-        return InventoryHandler()
+        return InventoryHandler(settings)
     if role == "delivery":
         from orderstream.consumers.delivery import DeliveryHandler
 
@@ -134,7 +135,7 @@ def spawn_consumer(
     stop_event=None,
     results=None,
     client_config: Mapping[str, Any] | None = None,
-) -> multiprocessing.Process:
+) -> BaseProcess:
     """Start one consumer in a fresh (spawned) process; it puts its stats dict on `results`."""
     ctx = multiprocessing.get_context("spawn")
     process = ctx.Process(

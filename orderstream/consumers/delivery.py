@@ -11,8 +11,9 @@ the reason, copied to `<topic>.dlq`, no other row changes):
 
 so e.g. `requested` for an order that already has a delivery, `dispatched` with no
 delivery or from `requested`, `delivered` from `scheduled`, and anything after
-`delivered` or `cancelled` are illegal. An event whose status is none of requested
-(or null), dispatched, delivered, cancelled violates the schema.
+`delivered` or `cancelled` are illegal. An event that breaks the topic's schema
+(`orderstream.events.models.DeliveryOrder`: e.g. a status other than requested (or null in
+the all-text shape), dispatched, delivered, cancelled, or a missing address) is rejected.
 
 Scheduling: postal area = country + the first 3 characters of the postal code, uppercase,
 without spaces. The delivery gets the first day from created_at's date + 1 to + the
@@ -37,83 +38,57 @@ from sqlalchemy.orm import Session
 
 from orderstream.consumers import notices
 from orderstream.consumers.inventory import release_reservations
-from orderstream.consumers.messages import (
-    Envelope,
-    IllegalTransition,
-    Rejected,
-    SchemaViolation,
-    check_type,
-    decode_object,
-    optional_str,
-    payload_event_id,
-    required_str,
-)
-from orderstream.consumers.transitions import INCOMING_STATUSES, SCHEDULED, Change, Illegal, transition
+from orderstream.consumers.messages import Envelope, IllegalTransition, ValueReader, value_reader
+from orderstream.consumers.transitions import SCHEDULED, Change, Illegal, transition
 from orderstream.db import bulk as sql
-from orderstream.db.models import Delivery, DeliveryCapacity, DeliveryHistory, Notification
+from orderstream.db.models import Delivery, DeliveryCapacity, DeliveryHistory, Notification, table_of
+from orderstream.events.models import DeliveryOrder
 from orderstream.settings import Settings
 
 ROLE = "delivery"
-DELIVERIES = Delivery.__table__
-CAPACITY = DeliveryCapacity.__table__
-HISTORY = DeliveryHistory.__table__
-NOTIFICATIONS = Notification.__table__
+DELIVERIES = table_of(Delivery)
+CAPACITY = table_of(DeliveryCapacity)
+HISTORY = table_of(DeliveryHistory)
+NOTIFICATIONS = table_of(Notification)
 
 
 @dataclass(slots=True, frozen=True)
 class DeliveryEvent:
-    event_id: str | None
+    event_id: str
     order_id: str
     status: str
-    created_date: dt.date | None
-    customer_email: str | None
-    address_line: str | None
-    city: str | None
-    postal_code: str | None
-    country: str | None
+    created_date: dt.date
+    customer_email: str
+    address_line: str
+    city: str
+    postal_code: str
+    country: str
 
 
 def postal_area(country: str, postal_code: str) -> str:
     return (country + "".join(postal_code.split())[:3]).upper()
 
 
-def _created_date(obj: dict, required: bool) -> dt.date | None:
-    value = obj.get("created_at")
-    if value is None and not required:
-        return None
-    if not isinstance(value, str):
-        raise SchemaViolation(f"created_at must be an ISO-8601 string, got {value!r:.60}")
-    try:
-        return dt.datetime.fromisoformat(value).date()
-    except ValueError:
-        raise SchemaViolation(f"created_at is not ISO-8601: {value!r:.60}") from None
+def delivery_event(order: DeliveryOrder) -> DeliveryEvent:
+    return DeliveryEvent(
+        event_id=order.event_id,
+        order_id=order.order_id,
+        status=order.status,
+        created_date=order.created_at.date(),  # the local date where the order was placed
+        customer_email=order.customer_email,
+        address_line=order.address_line,
+        city=order.city,
+        postal_code=order.postal_code,
+        country=order.country,
+    )
+
+
+_read_plain: ValueReader[DeliveryOrder] = ValueReader(ROLE)
 
 
 def parse_delivery(value: bytes | None) -> DeliveryEvent:
-    obj = decode_object(value)
-    try:
-        check_type(obj, ROLE)
-        status = optional_str(obj, "status", "requested")
-        if status not in INCOMING_STATUSES:
-            raise SchemaViolation(f"status must be one of {', '.join(INCOMING_STATUSES)}, got {status!r:.40}")
-        requested = status == "requested"
-        email = required_str(obj, "customer_email") if requested else optional_str(obj, "customer_email")
-        if email is not None and "@" not in email:
-            raise SchemaViolation(f"customer_email is not an address: {email!r:.80}")
-        return DeliveryEvent(
-            event_id=payload_event_id(obj),
-            order_id=required_str(obj, "order_id", max_len=64),
-            status=status,
-            created_date=_created_date(obj, required=requested),
-            customer_email=email,
-            address_line=optional_str(obj, "address_line"),
-            city=optional_str(obj, "city"),
-            postal_code=required_str(obj, "postal_code") if requested else optional_str(obj, "postal_code"),
-            country=required_str(obj, "country") if requested else optional_str(obj, "country"),
-        )
-    except Rejected as exc:
-        exc.event_id = payload_event_id(obj)  # type: ignore[attr-defined]
-        raise
+    """The event in a plain JSON record value (either shape); raises `Rejected` with the reason it is not one."""
+    return delivery_event(_read_plain(value))
 
 
 @dataclass(slots=True)
@@ -237,12 +212,13 @@ class DeliveryHandler:
     role = ROLE
 
     def __init__(self, settings: Settings) -> None:
+        self._read: ValueReader[DeliveryOrder] = value_reader(settings, ROLE)
         self.capacity = settings.daily_capacity_per_area
         self.slots_per_day = settings.slots_per_day
         self.horizon = settings.scheduling_horizon_days
 
     def parse(self, value: bytes | None) -> DeliveryEvent:
-        return parse_delivery(value)
+        return delivery_event(self._read(value))
 
     def apply(self, session: Session, events: Sequence[Envelope], now: dt.datetime) -> list[Envelope]:
         states = _load_states(session, sorted({env.event.order_id for env in events}))

@@ -48,7 +48,7 @@ class DeadLetterUnavailable(Exception):
     """Dead letters could not be delivered; the batch is retried rather than committed."""
 
 
-def dead_letter_headers(env: Envelope, group: str) -> list[tuple[str, bytes]]:
+def dead_letter_headers(env: Envelope, group: str) -> list[tuple[str, bytes | None]]:
     headers = [(k, v) for k, v in (env.headers or []) if k not in OUR_HEADERS]
     headers += [
         ("x-error-class", (env.error_class or "").encode()),
@@ -62,7 +62,7 @@ def dead_letter_headers(env: Envelope, group: str) -> list[tuple[str, bytes]]:
     return headers
 
 
-def _truncated(env: Envelope, headers: list[tuple[str, bytes]]) -> tuple[bytes, list[tuple[str, bytes]]]:
+def _truncated(env: Envelope, headers: list[tuple[str, bytes | None]]) -> tuple[bytes, list[tuple[str, bytes | None]]]:
     value = env.value or b""
     return value[:TRUNCATED_VALUE_BYTES], headers + [
         ("x-value-truncated", b"true"),

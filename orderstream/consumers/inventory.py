@@ -7,9 +7,10 @@ Outcomes of an event that takes effect (ledger outcome `applied`):
 * `backordered`: it was not available; stock is untouched.
 
 Rejected events (ledger outcome `dead_lettered`, copied to `<topic>.dlq`, no other row
-changes): an empty, oversized or non-JSON value, a payload that violates the schema
-(missing order_id or sku, quantity not an integer in 1..10000, wrong types, another event
-type), and an unknown SKU (no stock row for that sku at that warehouse).
+changes): an empty, oversized or non-JSON value, a payload that violates the topic's schema
+(`orderstream.events.models.InventoryOrder`: e.g. a missing order_id or sku, quantity not
+an integer in 1..10000, wrong types, another event type), and an unknown SKU (no stock row
+for that sku at that warehouse).
 
 Compensation (the rule the Confluent demo leaves out, its issue #436):
 
@@ -33,37 +34,26 @@ import datetime as dt
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 
-import orjson
 from sqlalchemy import Integer, Text, case, select
 from sqlalchemy.orm import Session
+from sqlalchemy.types import TypeEngine
 
-from orderstream.consumers.messages import (
-    MAX_VALUE_BYTES,
-    Envelope,
-    Rejected,
-    SchemaViolation,
-    UnknownSku,
-    check_type,
-    decode_object,
-    optional_str,
-    payload_event_id,
-    required_str,
-)
+from orderstream.consumers.messages import Envelope, UnknownSku, ValueReader, value_reader
 from orderstream.db import bulk as sql
-from orderstream.db.models import Delivery, Reservation, Stock
+from orderstream.db.models import Delivery, Reservation, Stock, table_of
+from orderstream.events.models import InventoryOrder
+from orderstream.settings import Settings
 
 ROLE = "inventory"
-DEFAULT_WAREHOUSE = "main"
-MAX_QUANTITY = 10_000
-STOCK = Stock.__table__
-RESERVATIONS = Reservation.__table__
-DELIVERIES = Delivery.__table__
+STOCK = table_of(Stock)
+RESERVATIONS = table_of(Reservation)
+DELIVERIES = table_of(Delivery)
 
 
 class InventoryEvent:
     __slots__ = ("event_id", "order_id", "sku", "warehouse_id", "quantity")
 
-    def __init__(self, event_id: str | None, order_id: str, sku: str, warehouse_id: str, quantity: int) -> None:
+    def __init__(self, event_id: str, order_id: str, sku: str, warehouse_id: str, quantity: int) -> None:
         self.event_id = event_id
         self.order_id = order_id
         self.sku = sku
@@ -71,75 +61,16 @@ class InventoryEvent:
         self.quantity = quantity
 
 
-def parse_quantity(value: object) -> int:
-    if isinstance(value, bool):
-        raise SchemaViolation(f"quantity must be an integer, got {value!r}")
-    if isinstance(value, int):
-        quantity = value
-    elif isinstance(value, str) and value.strip().isdecimal() and value.strip().isascii():
-        quantity = int(value)
-    else:
-        raise SchemaViolation(f"quantity must be an integer, got {value!r:.40}")
-    if not 1 <= quantity <= MAX_QUANTITY:
-        raise SchemaViolation(f"quantity must be in 1..{MAX_QUANTITY}, got {quantity}")
-    return quantity
+def inventory_event(order: InventoryOrder) -> InventoryEvent:
+    return InventoryEvent(order.event_id, order.order_id, order.sku, order.warehouse_id, order.quantity)
 
 
-def _validated(obj: dict) -> InventoryEvent:
-    """The thorough check, with a precise reason for whatever is wrong."""
-    try:
-        check_type(obj, ROLE)
-        return InventoryEvent(
-            event_id=payload_event_id(obj),
-            order_id=required_str(obj, "order_id", max_len=64),
-            sku=required_str(obj, "sku"),
-            warehouse_id=optional_str(obj, "warehouse_id", DEFAULT_WAREHOUSE) or DEFAULT_WAREHOUSE,
-            quantity=parse_quantity(obj.get("quantity")),
-        )
-    except Rejected as exc:
-        exc.event_id = payload_event_id(obj)  # type: ignore[attr-defined]
-        raise
+_read_plain: ValueReader[InventoryOrder] = ValueReader(ROLE)
 
 
 def parse_inventory(value: bytes | None) -> InventoryEvent:
-    """The event in a record value; raises `Rejected` with the reason it is not one.
-
-    The common case (our producer's well-formed events) takes a fast path of plain type
-    checks; anything unusual goes through `_validated`, which gives the same answer.
-    """
-    if not value or len(value) > MAX_VALUE_BYTES:
-        return _validated(decode_object(value))
-    try:
-        obj = orjson.loads(value)
-    except orjson.JSONDecodeError:
-        return _validated(decode_object(value))
-    if type(obj) is not dict:
-        return _validated(decode_object(value))
-    get = obj.get
-    order_id, sku, quantity, warehouse_id = get("order_id"), get("sku"), get("quantity"), get("warehouse_id")
-    if (
-        type(order_id) is str
-        and 0 < len(order_id) <= 64
-        and type(sku) is str
-        and sku
-        and type(quantity) is str
-        and quantity.isdigit()
-        and quantity.isascii()
-        and 0 < int(quantity) <= MAX_QUANTITY
-        and (warehouse_id is None or (type(warehouse_id) is str and warehouse_id and not warehouse_id.isspace()))
-        and get("type", ROLE) == ROLE
-        and not order_id.isspace()
-        and not sku.isspace()
-    ):
-        event_id = get("event_id")
-        return InventoryEvent(
-            event_id if type(event_id) is str and event_id else None,
-            order_id,
-            sku,
-            warehouse_id or DEFAULT_WAREHOUSE,
-            int(quantity),
-        )
-    return _validated(obj)
+    """The event in a plain JSON record value (either shape); raises `Rejected` with the reason it is not one."""
+    return inventory_event(_read_plain(value))
 
 
 def _available(session: Session, keys: list[tuple[str, str]]) -> dict[tuple[str, str], int]:
@@ -163,7 +94,7 @@ def _change_reserved(session: Session, delta: dict[tuple[str, str], int], now: d
     never goes below zero, even if a stock reload reset `reserved` meanwhile.
     """
     params = [{"k_sku": s, "k_wh": w, "k_q": q} for (s, w), q in sorted(delta.items())]
-    types = {"k_sku": Text(), "k_wh": Text(), "k_q": Integer()}
+    types: dict[str, TypeEngine] = {"k_sku": Text(), "k_wh": Text(), "k_q": Integer()}
 
     def where(k):
         clauses = [STOCK.c.sku == k["k_sku"], STOCK.c.warehouse_id == k["k_wh"]]
@@ -184,8 +115,11 @@ def _change_reserved(session: Session, delta: dict[tuple[str, str], int], now: d
 class InventoryHandler:
     role = ROLE
 
+    def __init__(self, settings: Settings) -> None:
+        self._read: ValueReader[InventoryOrder] = value_reader(settings, ROLE)
+
     def parse(self, value: bytes | None) -> InventoryEvent:
-        return parse_inventory(value)
+        return inventory_event(self._read(value))
 
     def apply(self, session: Session, events: Sequence[Envelope], now: dt.datetime) -> list[Envelope]:
         # Before reading the deliveries' states: see the module docstring (compensation).

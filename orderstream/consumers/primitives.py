@@ -5,7 +5,7 @@ a poll returned, and tell a failure that rolls the batch back and retries it."""
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
-from typing import Any
+from typing import Any, Protocol, cast
 
 from confluent_kafka import KafkaError, Message
 from sqlalchemy.exc import DBAPIError, OperationalError
@@ -40,9 +40,23 @@ def ledger_key(env: Envelope) -> str:
     )
 
 
+class Record(Protocol):
+    """A polled message without an error, as a consumer reads it: librdkafka has set its topic,
+    partition and offset, and its headers are a list (the stubs type every Message, error
+    events and messages built for producing included)."""
+
+    def topic(self) -> str: ...
+    def partition(self) -> int: ...
+    def offset(self) -> int: ...
+    def key(self) -> bytes | None: ...
+    def value(self) -> bytes | None: ...
+    def headers(self) -> list[tuple[str, bytes | None]] | None: ...
+    def timestamp(self) -> tuple[int, int]: ...
+
+
 def records(
     msgs: Iterable[Message], fatal: Callable[[str], Exception], on_error: Callable[[KafkaError], None]
-) -> Iterator[Message]:
+) -> Iterator[Record]:
     """The records among polled messages.
 
     A fatal error raises `fatal(message)`: the client cannot continue. A partition's end is no
@@ -51,7 +65,7 @@ def records(
     for msg in msgs:
         err = msg.error()
         if err is None:
-            yield msg
+            yield cast(Record, msg)
         elif err.fatal():
             raise fatal(f"Kafka consumer fatal error: {err.str()}")
         elif err.code() != KafkaError._PARTITION_EOF:

@@ -44,6 +44,7 @@ from orderstream.consumers.stats import ConsumerStats
 from orderstream.db import bulk as sql
 from orderstream.errors import UserError
 from orderstream.kafka import clients
+from orderstream.kafka.groups import TRANSIENT_ERRORS
 from orderstream.lifecycle import StopSignal
 from orderstream.retry import Backoff
 from orderstream.settings import Settings
@@ -121,7 +122,7 @@ class BatchConsumer:
             "heartbeat.interval.ms": HEARTBEAT_INTERVAL_MS,
             "queued.max.messages.kbytes": self.settings.consume_prefetch_kbytes,
             "on_commit": self._on_commit,
-        } | self.client_config
+        } | ({} if self.drain else clients.LATENCY_CONSUMER) | self.client_config
         # One client id per process: `kafka-consumer-groups --describe` shows which member is which.
         client_id = f"orderstream-{self.handler.role}-{os.getpid()}"
         return clients.consumer(self.settings, self.group, client_id, **overrides)
@@ -199,6 +200,18 @@ class BatchConsumer:
             append(env)
         return envs
 
+    def _next_batch(self, consumer: Consumer) -> list[Message]:
+        """The next batch, cut by count or by time: the first record (waiting up to
+        `consume_poll_timeout_s` for it), then whatever arrives within `consume_batch_wait_s` of it,
+        up to `consume_batch_size` records. On a backlog the batch fills from the prefetch queue
+        at once; at a trickle a record waits for no fuller batch (the batch in flight in the
+        applier thread lets the next one gather meanwhile)."""
+        first = consumer.consume(num_messages=1, timeout=self.settings.consume_poll_timeout_s)
+        if not first or self.settings.consume_batch_size <= 1:
+            return first
+        rest = consumer.consume(num_messages=self.settings.consume_batch_size - 1, timeout=self.settings.consume_batch_wait_s)
+        return first + rest
+
     def _kafka_error(self, err: KafkaError) -> None:
         self.stats.kafka_errors += 1
         log.warning("%s: consumer error: %s", self.group, err.str())
@@ -207,7 +220,10 @@ class BatchConsumer:
         try:
             return self._caught_up()
         except KafkaException as exc:  # the broker did not answer: ask again at the next idle poll
-            log.warning("%s: cannot read the group's lag yet (%s)", self.group, exc)
+            # A coordinator that is moving or still loading (as on a fresh broker) answers by itself soon.
+            transient = exc.args[0].code() in TRANSIENT_ERRORS
+            log.log(logging.DEBUG if transient else logging.WARNING, "%s: cannot read the group's lag yet (%s)",
+                    self.group, exc)
             return False
 
     def _caught_up(self) -> bool:
@@ -346,9 +362,7 @@ class BatchConsumer:
                 [self.topic], on_assign=self._on_assign, on_revoke=self._on_revoke, on_lost=self._on_lost
             )
             while not self.stop.is_set():
-                msgs = consumer.consume(
-                    num_messages=self.settings.consume_batch_size, timeout=self.settings.consume_poll_timeout_s
-                )
+                msgs = self._next_batch(consumer)
                 if not msgs:
                     self._settle()
                     self._commit_pending()

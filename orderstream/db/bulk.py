@@ -6,6 +6,7 @@ belongs to the runner.
 
 from __future__ import annotations
 
+import typing
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any, TypeVar
 
@@ -14,6 +15,8 @@ from sqlalchemy import (
     JSON,
     Column,
     ColumnElement,
+    CursorResult,
+    Result,
     Row,
     Select,
     Table,
@@ -32,12 +35,12 @@ from sqlalchemy.orm import Session
 from sqlalchemy.types import TypeEngine
 
 from orderstream.db.engine import dialect_insert
-from orderstream.db.models import ConsumerCounter, ProcessedEvent
+from orderstream.db.models import ConsumerCounter, ProcessedEvent, table_of
 
 T = TypeVar("T")
 
-LEDGER = ProcessedEvent.__table__
-COUNTERS = ConsumerCounter.__table__
+LEDGER = table_of(ProcessedEvent)
+COUNTERS = table_of(ConsumerCounter)
 
 # Keeps every IN list well under SQLite's 32766 bound variables.
 IN_CHUNK = 5_000
@@ -49,6 +52,11 @@ class RetryBatch(Exception):
 
 def is_postgres(session: Session) -> bool:
     return session.get_bind().dialect.name == "postgresql"
+
+
+def rowcount(result: Result[Any]) -> int:
+    """The rows an UPDATE or DELETE matched (its result is a CursorResult; `Session.execute` is typed as any Result)."""
+    return typing.cast(CursorResult[Any], result).rowcount
 
 
 def chunks(items: Sequence[T], size: int = IN_CHUNK) -> Iterator[Sequence[T]]:
@@ -95,7 +103,7 @@ def insert_rows(
     update_conflicts_on: Sequence[str] | None = None,
     update_columns: Sequence[str] = (),
     returning: str | None = None,
-) -> list[Any]:
+) -> Sequence[Any]:
     """Bulk INSERT of rows that all have the same keys, plus `constants` for every row.
 
     Optionally ON CONFLICT (`skip_conflicts_on`) DO NOTHING, or ON CONFLICT
@@ -151,7 +159,7 @@ def bulk_update(
         k = {n: bindparam(n, type_=typ) for n, typ in types.items()}
         execute_params = params
     stmt = update(table).where(*where(k)).values(**values(k))
-    return session.execute(stmt, execute_params).rowcount
+    return rowcount(session.execute(stmt, execute_params))
 
 
 def select_keys(

@@ -6,8 +6,9 @@ import os
 from functools import lru_cache
 from pathlib import Path
 
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
 from sqlalchemy.orm import Session, sessionmaker
 
 from orderstream.errors import UserError
@@ -44,7 +45,7 @@ def make_engine(url: str) -> Engine:
     url = normalize_url(url)
     try:
         parsed = make_url(url)
-    except Exception as exc:  # sqlalchemy raises ArgumentError for malformed URLs
+    except (ArgumentError, ValueError) as exc:  # ArgumentError for a malformed URL, ValueError for a bad port or host
         raise UserError(f"DATABASE_URL is not a valid database URL: {exc}") from None
     if parsed.get_backend_name() == "sqlite":
         if parsed.database:
@@ -71,8 +72,8 @@ def session_factory(engine: Engine) -> sessionmaker[Session]:
     return sessionmaker(engine, expire_on_commit=False)
 
 
-def is_postgres(engine: Engine) -> bool:
-    return engine.dialect.name == "postgresql"
+def is_postgres(bind: Engine | Connection) -> bool:
+    return bind.dialect.name == "postgresql"
 
 
 def dialect_insert(session: Session, table):

@@ -55,8 +55,8 @@ def _pg_lock(engine: Engine, key: int, deadline: float, busy: UserError) -> Iter
             try:
                 conn.execute(select(func.pg_advisory_unlock(key)))
                 conn.commit()
-            except Exception:
-                conn.invalidate()  # closing the server session releases the lock
+            except Exception:  # noqa: BLE001 - best-effort unlock: whatever failed, dropping the session releases the lock
+                conn.invalidate()
 
 
 @contextmanager

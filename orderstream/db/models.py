@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+from typing import cast
 
 from sqlalchemy import (
     BigInteger,
@@ -12,6 +13,7 @@ from sqlalchemy import (
     Index,
     Integer,
     String,
+    Table,
     Text,
     UniqueConstraint,
 )
@@ -27,6 +29,11 @@ def utcnow() -> dt.datetime:
 
 class Base(DeclarativeBase):
     pass
+
+
+def table_of(model: type[Base]) -> Table:
+    """The Core table of a model, for bulk statements (SQLAlchemy types `__table__` as any FromClause)."""
+    return cast(Table, model.__table__)
 
 
 class OrderEvent(Base):
@@ -59,6 +66,9 @@ class OrderEvent(Base):
     outcome: Mapped[str | None] = mapped_column(String(16))  # produced|quarantined|skipped
     batch_id: Mapped[str | None] = mapped_column(String(40))
     produced_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+    # Where the broker acknowledged the event in its type's topic (from the delivery report).
+    produced_partition: Mapped[int | None] = mapped_column(Integer)
+    produced_offset: Mapped[int | None] = mapped_column(BigInteger)
 
     __table_args__ = (
         Index(

@@ -66,6 +66,16 @@ def producer_config(settings: Settings, **overrides: Any) -> Config:
     } | overrides
 
 
+# Continuous mode sends each small batch as soon as it is produced: a tight produce() loop puts a
+# batch's messages in the queue within about a millisecond, so 2 ms still sends them in one
+# request per partition (20 ms of linger was a floor under source-to-applied latency).
+LATENCY_PRODUCER = {"linger.ms": 2}
+# A long-running consumer: the broker answers a fetch as soon as one byte is there
+# (fetch.min.bytes), and an idle fetch is answered after fetch.wait.max.ms, so that a record
+# that lands on a partition whose fetch is not in flight waits at most that long.
+LATENCY_CONSUMER = {"fetch.min.bytes": 1, "fetch.wait.max.ms": 10}
+
+
 def admin_client(settings: Settings, **overrides: Any) -> AdminClient:
     return AdminClient(connection_config(settings) | overrides)
 

@@ -1,9 +1,10 @@
 """A thin, typed wrapper around confluent_kafka.Producer for acknowledged messages.
 
-`send` queues a batch of order events: each batch has its own `DeliveryReport`, handed to every
-message of the batch as its delivery callback, so one batch's acknowledgements can be awaited
-while the next batch is being sent. `produce` queues one message with its own headers and
-callback (the dead-letter producer's way), and `flush` waits for all of them.
+`send` queues a batch of order events, each with its own headers. Each batch has its own
+`DeliveryReport`, handed to every message of the batch as its delivery callback, so one
+batch's acknowledgements can be awaited while the next batch is being sent. `produce` queues
+one message with its own headers and callback (the dead-letter producer's way), and `flush`
+waits for all of them.
 """
 
 from __future__ import annotations
@@ -11,8 +12,9 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 from confluent_kafka import KafkaError, KafkaException, Producer
@@ -24,6 +26,7 @@ from orderstream.settings import Settings
 log = logging.getLogger(__name__)
 
 SEND_QUEUE_FULL_POLL_S = 0.05
+Headers = list[tuple[str, str | bytes]]
 
 
 @dataclass
@@ -34,6 +37,8 @@ class DeliveryReport:
     acked: int = 0
     failed: list[tuple[str, str]] = field(default_factory=list)  # (event_id, error); "" when unknown
     fatal: KafkaError | None = None
+    # (message number, partition, offset) of each acknowledged message; numbers count from 0 in the order sent.
+    positions: list[tuple[int, int, int]] = field(default_factory=list)
     # Callbacks run in whichever thread polls the producer.
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
     _answered: threading.Condition = field(init=False, repr=False)
@@ -41,11 +46,13 @@ class DeliveryReport:
     def __post_init__(self) -> None:
         self._answered = threading.Condition(self._lock)
 
-    def on_delivery(self, err: KafkaError | None, msg) -> None:
-        """The delivery callback of each of the batch's messages: count acks, record every failure."""
+    def on_delivery(self, err: KafkaError | None, msg, number: int = -1) -> None:
+        """The delivery callback of each of the batch's messages: count acks and where each landed,
+        record every failure."""
         with self._lock:
             if err is None:
                 self.acked += 1
+                self.positions.append((number, msg.partition(), msg.offset()))
             else:
                 event_id = dict(msg.headers() or ()).get("event_id", b"").decode("utf-8", "replace")
                 self.failed.append((event_id, err.str()))
@@ -54,9 +61,17 @@ class DeliveryReport:
             if self._all_answered():
                 self._answered.notify_all()
 
-    def expect(self, count: int) -> None:
+    def expect(self, count: int) -> int:
+        """Count `count` more messages; returns the number of the first of them."""
         with self._lock:
+            first = self.sent
             self.sent += count
+            return first
+
+    def callback(self, number: int) -> Callable[[KafkaError | None, Any], None]:
+        """The delivery callback of message `number`: delivery reports carry no headers, so the
+        number is what ties an acknowledgement to its event."""
+        return partial(self.on_delivery, number=number)
 
     def _all_answered(self) -> bool:  # under the lock
         return self.acked + len(self.failed) >= self.sent
@@ -109,6 +124,10 @@ class OrderProducer:
             self._producer = None
 
     @property
+    def settings(self) -> Settings:
+        return self._settings
+
+    @property
     def client(self) -> Producer:
         if self._producer is None:
             raise RuntimeError("OrderProducer must be used as a context manager")
@@ -121,17 +140,19 @@ class OrderProducer:
         check_broker(self._settings, list(topics))
 
     def send(
-        self, topic: str, keys: list, values: Iterable[bytes], event_ids: list[str], report: DeliveryReport
+        self, topic: str, keys: list, values: Iterable[bytes], headers: Iterable[Headers], report: DeliveryReport
     ) -> None:
         """Queue one message per key with `report` as its callback; poll as we go so callbacks keep flowing.
 
-        `values` may be a generator: each value is copied into the producer's queue as it is sent.
+        Each message's headers must include its `event_id` (the report names failures by it).
+        `values` and `headers` may be generators: each message is copied into the producer's
+        queue as it is sent.
         """
-        produce, on_delivery = self.produce, report.on_delivery
-        report.expect(len(keys))
+        produce, callback = self.produce, report.callback
+        first = report.expect(len(keys))
         try:
-            for key, value, event_id in zip(keys, values, event_ids, strict=False):
-                produce(topic, key, value, [("event_id", event_id)], on_delivery, SEND_QUEUE_FULL_POLL_S)
+            for number, (key, value, message_headers) in enumerate(zip(keys, values, headers, strict=False), first):
+                produce(topic, key, value, message_headers, callback(number), SEND_QUEUE_FULL_POLL_S)
         except KafkaException as exc:
             if exc.args[0].fatal():
                 raise _fatal(exc.args[0]) from None

@@ -47,6 +47,7 @@ from typing import Protocol, Self
 from sqlalchemy import Engine, func, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
+from orderstream import metrics
 from orderstream.db.locks import run_lock
 from orderstream.db.models import Notification, utcnow
 from orderstream.errors import UserError
@@ -215,14 +216,17 @@ def _deliver(
             reason = exc.reason if isinstance(exc, Permanent) else f"invalid message: {exc}"
             done.failed.append((note.id, reason))
             report.failed += 1
+            metrics.notifications.labels("failed").inc()
             report.failures.append((note.message_id, reason))
         except Deferred as exc:
             done.deferred.append((note.id, exc.reason))
             report.deferred += 1
+            metrics.notifications.labels("deferred").inc()
         except Unavailable as exc:
             # An outage: keep what is done, this row back to `queued`, the rest released.
             _record(sessions, transport, done)
             report.deferred += 1
+            metrics.notifications.labels("deferred").inc()
             queued = _hand_back(sessions, failed=(note.id, exc.reason), untried=notes[i + 1:])
             raise NotifyIncomplete(
                 f"{transport.describe()} is unavailable ({exc.reason}); sent {report.sent} this run, "
@@ -237,6 +241,7 @@ def _deliver(
             done.sent.append(note.id)
             if delivered:
                 report.sent += 1
+                metrics.notifications.labels("sent").inc()
             else:
                 report.skipped += 1
         if len(done) >= transport.commit_every:

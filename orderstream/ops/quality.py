@@ -113,6 +113,7 @@ def expectation_totals(session: Session, since: dt.datetime, report: QualityRepo
         .execution_options(yield_per=STREAM_ROWS)
     )
     for (validation,) in session.execute(query):
+        assert validation is not None  # the query excludes NULL
         data = orjson.loads(validation)
         report.batches += 1
         rows = data.get("rows") or {}

@@ -37,17 +37,17 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 from sqlalchemy import Engine, bindparam, update
 from sqlalchemy.orm import Session
 
 from orderstream.consumers import make_handler
 from orderstream.consumers.dlq import OUR_HEADERS
 from orderstream.consumers.messages import Envelope
-from orderstream.consumers.primitives import ledger_key, parse_into, records, retryable
+from orderstream.consumers.primitives import Record, ledger_key, parse_into, records, retryable
 from orderstream.consumers.runner import Handler
 from orderstream.db import bulk as sql
-from orderstream.db.models import ProcessedEvent
+from orderstream.db.models import ProcessedEvent, table_of
 from orderstream.errors import BrokerUnavailable, UserError
 from orderstream.kafka import clients
 from orderstream.kafka.groups import retry_transient
@@ -55,7 +55,7 @@ from orderstream.ops.common import run_logger
 from orderstream.retry import Backoff
 from orderstream.settings import Settings, dlq_topic
 
-LEDGER = ProcessedEvent.__table__
+LEDGER = table_of(ProcessedEvent)
 REPLAY_SUFFIX = ".replay"
 METADATA_TIMEOUT_S = 10.0
 IDLE_TIMEOUT_S = 30.0  # no record for this long while some are still expected: give up
@@ -120,7 +120,7 @@ def _text(raw: bytes | None) -> str | None:
         return None
 
 
-def read_dead_letter(msg: Message, group: str, handler: Handler) -> DeadLetter:
+def read_dead_letter(msg: Record, group: str, handler: Handler) -> DeadLetter:
     """The original event of a DLQ record, keyed exactly as the live consumer keyed it."""
     dead = DeadLetter(msg.partition(), msg.offset())
     headers = msg.headers() or []

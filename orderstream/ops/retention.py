@@ -33,15 +33,16 @@ longer in the repository: loading the same file again would load it as a new eve
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from confluent_kafka import KafkaException, TopicPartition
 from confluent_kafka.admin import AdminClient, ConfigResource, OffsetSpec, ResourceType
-from sqlalchemy import Select, and_, delete, exists, func, select
+from sqlalchemy import Row, Select, and_, delete, exists, func, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from orderstream.db.models import OrderEvent, ProcessedEvent, Quarantine
+from orderstream.db.bulk import rowcount
+from orderstream.db.models import OrderEvent, ProcessedEvent, Quarantine, table_of
 from orderstream.errors import UserError
 from orderstream.kafka import clients
 from orderstream.ops.common import run_logger, utcnow
@@ -52,9 +53,9 @@ KAFKA_DEFAULT_RETENTION_MS = 7 * 24 * 3600 * 1000
 LEDGER_MARGIN = dt.timedelta(days=1)
 ADMIN_TIMEOUT_S = 15.0
 
-ORDER_EVENTS = OrderEvent.__table__
-LEDGER = ProcessedEvent.__table__
-QUARANTINE = Quarantine.__table__
+ORDER_EVENTS = table_of(OrderEvent)
+LEDGER = table_of(ProcessedEvent)
+QUARANTINE = table_of(Quarantine)
 
 
 @dataclass
@@ -132,7 +133,8 @@ def kafka_retention(
     try:
         admin = admin or clients.admin_client(settings)
     except (KafkaException, UserError) as exc:
-        return {t: TopicRetention(topic=t, note=f"no Kafka client ({exc}): ledger entries kept") for t in settings.topics.values()}
+        note = f"no Kafka client ({exc}): ledger entries kept"
+        return {t: TopicRetention(topic=t, note=note) for t in settings.topics.values()}
     return {t: topic_retention(admin, t, now, ledger_max_age_days) for t in settings.topics.values()}
 
 
@@ -143,10 +145,10 @@ def _delete_ids(session: Session, ids: list[int], *conditions) -> int:
     """Delete source rows by id, re-checking the conditions that made them deletable."""
     if not ids:
         return 0
-    return session.execute(delete(ORDER_EVENTS).where(ORDER_EVENTS.c.id.in_(ids), *conditions)).rowcount
+    return rowcount(session.execute(delete(ORDER_EVENTS).where(ORDER_EVENTS.c.id.in_(ids), *conditions)))
 
 
-def _chunked(sessions: sessionmaker[Session], candidates: Select, step: Callable[[Session, list], int]) -> int:
+def _chunked(sessions: sessionmaker[Session], candidates: Select, step: Callable[[Session, Sequence[Row]], int]) -> int:
     """Select up to CHUNK candidate rows and delete them, one transaction per chunk, until none is left."""
     total = 0
     after = None
@@ -216,22 +218,27 @@ def delete_produced(
                 ORDER_EVENTS.c.outcome == "produced",
             )
         )
+        report.deleted_produced += _chunked(sessions, candidates, _pair_deleter(f"{info.topic}[{partition}]", gone, report))
 
-        def step(session: Session, rows: list) -> int:
-            ids = [r[0] for r in rows]
-            event_ids = [r[1] for r in rows]
-            ledger = session.execute(delete(LEDGER).where(LEDGER.c.event_id.in_(event_ids), *gone)).rowcount
-            source = _delete_ids(session, ids, ORDER_EVENTS.c.outcome == "produced")
-            if ledger != len(rows) or source != len(rows):
-                # Never leave half a pair: roll the chunk back (the context manager does).
-                raise RetentionConflict(
-                    f"{info.topic}[{partition}]: {len(rows)} pairs selected, but {ledger} ledger entries and "
-                    f"{source} source rows matched when deleting; nothing of this chunk was deleted"
-                )
-            report.deleted_ledger += ledger
-            return source
 
-        report.deleted_produced += _chunked(sessions, candidates, step)
+def _pair_deleter(where: str, gone: tuple, report: RetentionReport) -> Callable[[Session, Sequence[Row]], int]:
+    """The chunk step of one partition: delete each selected (source row, ledger entry) pair together."""
+
+    def step(session: Session, rows: Sequence[Row]) -> int:
+        ids = [r[0] for r in rows]
+        event_ids = [r[1] for r in rows]
+        ledger = rowcount(session.execute(delete(LEDGER).where(LEDGER.c.event_id.in_(event_ids), *gone)))
+        source = _delete_ids(session, ids, ORDER_EVENTS.c.outcome == "produced")
+        if ledger != len(rows) or source != len(rows):
+            # Never leave half a pair: roll the chunk back (the context manager does).
+            raise RetentionConflict(
+                f"{where}: {len(rows)} pairs selected, but {ledger} ledger entries and "
+                f"{source} source rows matched when deleting; nothing of this chunk was deleted"
+            )
+        report.deleted_ledger += ledger
+        return source
+
+    return step
 
 
 class RetentionConflict(UserError):
@@ -242,19 +249,21 @@ def delete_resolved_quarantine(sessions: sessionmaker[Session], cutoff: dt.datet
     condition = (QUARANTINE.c.resolved_at.is_not(None), QUARANTINE.c.resolved_at < cutoff)
     while True:
         with sessions.begin() as session:
-            keys = list(session.scalars(select(QUARANTINE.c.event_id).where(*condition).order_by(QUARANTINE.c.event_id).limit(CHUNK)))
+            next_keys = select(QUARANTINE.c.event_id).where(*condition).order_by(QUARANTINE.c.event_id).limit(CHUNK)
+            keys = list(session.scalars(next_keys))
             if not keys:
                 return
-            report.deleted_quarantine_entries += session.execute(
-                delete(QUARANTINE).where(QUARANTINE.c.event_id.in_(keys), *condition)
-            ).rowcount
+            report.deleted_quarantine_entries += rowcount(
+                session.execute(delete(QUARANTINE).where(QUARANTINE.c.event_id.in_(keys), *condition))
+            )
 
 
 def count_kept(session: Session, settings: Settings, cutoff: dt.datetime, report: RetentionReport) -> None:
     """Old source rows that stay, by the reason they stay."""
 
     def count(*conditions) -> int:
-        return int(session.scalar(select(func.count()).select_from(ORDER_EVENTS).where(ORDER_EVENTS.c.loaded_at < cutoff, *conditions)) or 0)
+        old = select(func.count()).select_from(ORDER_EVENTS).where(ORDER_EVENTS.c.loaded_at < cutoff, *conditions)
+        return int(session.scalar(old) or 0)
 
     report.kept_pending = count(ORDER_EVENTS.c.outcome.is_(None))
     report.kept_quarantined_open = count(ORDER_EVENTS.c.outcome == "quarantined", ~_resolved_entry())

@@ -37,14 +37,15 @@ import uuid
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import orjson
 import pandas as pd
-from sqlalchemy import bindparam, select, update
+from sqlalchemy import BindParameter, bindparam, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from orderstream.db.bulk import chunks
-from orderstream.db.models import OrderEvent, Quarantine, utcnow
+from orderstream.db.models import OrderEvent, Quarantine, table_of, utcnow
 from orderstream.errors import UserError
 from orderstream.ops.common import run_logger
 from orderstream.settings import Settings
@@ -56,8 +57,8 @@ CORRECTABLE = tuple(f for f in EVENT_FIELDS if f != "event_id")
 CHUNK_ROWS = 10_000
 SAMPLE = 20
 
-ORDER_EVENTS = OrderEvent.__table__
-QUARANTINE = Quarantine.__table__
+ORDER_EVENTS = table_of(OrderEvent)
+QUARANTINE = table_of(Quarantine)
 
 
 @dataclass
@@ -139,7 +140,8 @@ def apply_corrections(rows: pd.DataFrame, corrections: pd.DataFrame) -> tuple[pd
         if extras:
             current = orjson.loads(row["extra"]) if row["extra"] else {}
             rows.at[index, "extra"] = orjson.dumps({**current, **extras}).decode()
-        if rows.loc[index].to_dict() != before:
+        # pandas-stubs: iterrows yields labels as Hashable, which its `.loc` does not take (pandas does).
+        if rows.loc[index].to_dict() != before:  # type: ignore[call-overload]
             changed.append(row["event_id"])
     return rows, changed
 
@@ -151,7 +153,7 @@ def _store(
     now = utcnow()
     rows = rows[rows["event_id"].isin(changed)]
     if not rows.empty:
-        values = {name: bindparam(f"v_{name}") for name in (*CORRECTABLE, "extra")}
+        values: dict[str, BindParameter[Any]] = {name: bindparam(f"v_{name}") for name in (*CORRECTABLE, "extra")}
         session.execute(
             update(ORDER_EVENTS).where(ORDER_EVENTS.c.id == bindparam("k_id")).values(**values),
             [

@@ -31,6 +31,7 @@ from orderstream.producer.progress import BatchCounts, commit_batch
 from orderstream.producer.publish import delivery_orders_producer, inventory_orders_producer
 from orderstream.settings import Settings
 from orderstream.validation import ValidationOutcome, validate_events
+from orderstream.validation.checker import producer_checker
 
 ROUTED = ("inventory", "delivery")
 
@@ -69,7 +70,7 @@ def send_batch(frame: pd.DataFrame, settings: Settings, producer: OrderProducer)
     """Validate one chunk and send its valid routed rows; nothing is committed yet."""
     started = time.perf_counter()
     batch_id = uuid.uuid4().hex
-    outcome = validate_events(frame, docs_dir=settings.gx_dir, batch_id=batch_id)
+    outcome = validate_events(frame, docs_dir=settings.gx_dir, batch_id=batch_id, checker=producer_checker(settings))
     delivery = DeliveryReport()
     sent = [
         inventory_orders_producer(outcome.valid, producer, delivery, settings.inventory_topic),
@@ -92,14 +93,17 @@ def finish_batch(
     unknown = any(event_id == "" for event_id, _ in report.failed)
     failed = report.failed_ids
     rejected = batch.outcome.rejected
-    produced_ids: list[int] = []
+    # Message numbers count the batch's sent rows in order: inventory rows, then delivery rows.
+    sent_ids = [int(i) for rows in batch.sent for i in rows["id"]]
+    positions = {sent_ids[number]: (partition, offset) for number, partition, offset in report.positions if number >= 0}
+    produced: dict[int, tuple[int | None, int | None]] = {}
     counts = BatchCounts(extracted=batch.extracted, skipped_other=len(batch.other), quarantined=len(rejected))
     unacknowledged: dict[str, int] = {}  # per topic
     for event_type, topic, rows in zip(ROUTED, (settings.inventory_topic, settings.delivery_topic), batch.sent):
         # Rows of a failed message stay pending; if the broker left some unanswered we
         # cannot tell which, so the whole batch stays pending and is re-sent.
         ok = rows.iloc[0:0] if unknown else rows[~rows["event_id"].isin(failed)]
-        produced_ids.extend(int(i) for i in ok["id"])
+        produced.update((int(i), positions.get(int(i), (None, None))) for i in ok["id"])
         setattr(counts, f"produced_{event_type}", len(ok))
         unacknowledged[topic] = len(rows) - len(ok)
     counts.unacknowledged = sum(unacknowledged.values())
@@ -107,7 +111,7 @@ def finish_batch(
         commit_batch(
             session,
             batch.batch_id,
-            produced_ids=produced_ids,
+            produced=produced,
             skipped_ids=[int(i) for i in batch.other["id"]],
             rejected=rejected,
             counts=counts,

@@ -6,12 +6,13 @@ from dataclasses import asdict, dataclass
 
 import orjson
 import pandas as pd
-from sqlalchemy import BigInteger, any_, bindparam, update
+from sqlalchemy import BigInteger, Integer, any_, bindparam, update
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.orm import Session
 
+from orderstream.db.bulk import bulk_update
 from orderstream.db.engine import dialect_insert, is_postgres
-from orderstream.db.models import OrderEvent, ProducerBatch, Quarantine, utcnow
+from orderstream.db.models import OrderEvent, ProducerBatch, Quarantine, table_of, utcnow
 from orderstream.source.fields import EVENT_FIELDS
 
 ID_CHUNK = 10_000  # keeps SQLite's IN lists under its parameter limit
@@ -30,8 +31,8 @@ class BatchCounts:
 
 
 def _mark(session: Session, ids: list[int], outcome: str, batch_id: str) -> None:
-    now = utcnow()
-    values = {"outcome": outcome, "batch_id": batch_id, "produced_at": now if outcome == "produced" else None}
+    """Mark rows that were not produced (skipped, quarantined)."""
+    values = {"outcome": outcome, "batch_id": batch_id, "produced_at": None}
     if is_postgres(session.get_bind()):
         # One array parameter instead of thousands of placeholders.
         match = OrderEvent.id == any_(bindparam("ids", ids, type_=ARRAY(BigInteger)))
@@ -40,6 +41,22 @@ def _mark(session: Session, ids: list[int], outcome: str, batch_id: str) -> None
     for start in range(0, len(ids), ID_CHUNK):
         chunk = OrderEvent.id.in_(ids[start : start + ID_CHUNK])
         session.execute(update(OrderEvent).where(chunk).values(**values), execution_options=NO_SYNC)
+
+
+def _mark_produced(session: Session, positions: dict[int, tuple[int | None, int | None]], batch_id: str) -> None:
+    """Mark acknowledged rows produced, each with the partition and offset the broker gave it:
+    one statement whatever the row count (see `bulk_update`)."""
+    now = utcnow()
+    events = table_of(OrderEvent)
+    bulk_update(
+        session,
+        events,
+        [{"k_id": row_id, "k_partition": p, "k_offset": o} for row_id, (p, o) in positions.items()],
+        {"k_id": BigInteger(), "k_partition": Integer(), "k_offset": BigInteger()},
+        where=lambda k: [events.c.id == k["k_id"]],
+        values=lambda k: {"outcome": "produced", "batch_id": batch_id, "produced_at": now,
+                          "produced_partition": k["k_partition"], "produced_offset": k["k_offset"]},
+    )
 
 
 def quarantine_rows(rejected: pd.DataFrame, batch_id: str) -> list[dict]:
@@ -62,14 +79,17 @@ def commit_batch(
     session: Session,
     batch_id: str,
     *,
-    produced_ids: list[int],
+    produced: dict[int, tuple[int | None, int | None]],
     skipped_ids: list[int],
     rejected: pd.DataFrame,
     counts: BatchCounts,
     validation: dict,
 ) -> None:
-    """Move the progress mark of every handled row and store the quarantine, in one transaction."""
-    _mark(session, produced_ids, "produced", batch_id)
+    """Move the progress mark of every handled row and store the quarantine, in one transaction.
+
+    `produced`: row id -> (partition, offset) of each acknowledged row, from the delivery reports.
+    """
+    _mark_produced(session, produced, batch_id)
     _mark(session, skipped_ids, "skipped", batch_id)
     if not rejected.empty:
         _mark(session, [int(i) for i in rejected["id"]], "quarantined", batch_id)

@@ -1,4 +1,10 @@
-"""The producer as a whole: one batch pass over everything pending, or continuous passes."""
+"""The producer as a whole: one batch pass over everything pending, or continuous passes.
+
+Continuous mode is tuned for latency: it wakes when rows become pending (PostgreSQL
+LISTEN/NOTIFY, `PendingRows`) and sends with `clients.LATENCY_PRODUCER`. Either mode ends by
+waiting until GX has checked every batch it sent (`drain_producer_checks`), so the Data Docs
+are complete when it returns.
+"""
 
 from __future__ import annotations
 
@@ -6,12 +12,14 @@ import time
 
 from orderstream.db.locks import run_lock
 from orderstream.errors import UserError
+from orderstream.kafka.clients import LATENCY_PRODUCER
 from orderstream.kafka.producer import OrderProducer
 from orderstream.lifecycle import stop_requested
 from orderstream.ops.common import run_logger
-from orderstream.producer.extract import count_pending
+from orderstream.producer.extract import PendingRows, count_pending
 from orderstream.producer.pipeline import PassReport, Steps, produce_pass
 from orderstream.runtime import Runtime
+from orderstream.validation.checker import drain_producer_checks
 
 
 class ProducerBusy(UserError):
@@ -31,16 +39,36 @@ def run_producer(
     duration_s: float | None = None,
     batch_steps: Steps = Steps(),
 ) -> PassReport:
-    """Produce every new source event once (or keep polling with `continuous`, until a stop
-    request or `duration_s`). `batch_steps` runs a batch pass; continuous passes call the
+    """Produce every new source event once (or keep producing new ones with `continuous`, until
+    a stop request or `duration_s`). `batch_steps` runs a batch pass; continuous passes call the
     library functions directly (a long-running loop must not create a task per batch)."""
+    try:
+        total = _run(runtime, continuous, chunk_size, poll_interval_s, duration_s, batch_steps)
+    except Exception:
+        drain_producer_checks(runtime.settings)  # the batches sent before the failure get their Data Docs
+        raise
+    drain_producer_checks(runtime.settings)
+    c = total.counts
+    if c.unacknowledged and not continuous:
+        raise NotAcknowledged(
+            f"{c.unacknowledged} events were not acknowledged by Kafka; they stay pending and the next "
+            "`orderstream produce` re-sends them"
+        )
+    return total
+
+
+def _run(
+    runtime: Runtime, continuous: bool, chunk_size: int | None, poll_interval_s: float | None, duration_s: float | None,
+    batch_steps: Steps,
+) -> PassReport:
     settings, engine, sessions = runtime.settings, runtime.engine, runtime.sessions
     log = run_logger("orderstream.produce")
-    chunk = chunk_size or settings.produce_chunk_size
+    chunk = chunk_size or (settings.produce_continuous_chunk_size if continuous else settings.produce_chunk_size)
     interval = settings.produce_poll_interval_s if poll_interval_s is None else poll_interval_s
     total = PassReport()
     busy = ProducerBusy("another `orderstream produce` is running for this database; stop it or let it finish")
-    with run_lock(engine, "produce", settings.producer_lock_timeout_s, busy), OrderProducer(settings) as producer:
+    overrides = LATENCY_PRODUCER if continuous else {}
+    with run_lock(engine, "produce", settings.producer_lock_timeout_s, busy), OrderProducer(settings, **overrides) as producer:
         producer.check_topics([settings.inventory_topic, settings.delivery_topic])
         if not continuous:
             with sessions() as session:
@@ -48,21 +76,19 @@ def run_producer(
             total = produce_pass(settings, producer, sessions, chunk_size=chunk, steps=batch_steps)
         else:
             deadline = time.monotonic() + duration_s if duration_s else None
-            log.info("continuous produce: polling every %.2fs", interval)
-            while not stop_requested.is_set() and (deadline is None or time.monotonic() < deadline):
-                one = produce_pass(settings, producer, sessions, chunk_size=chunk)
-                if one.batches:
-                    total.add(one.counts, one.quarantine_reasons, one.batches)
-                else:
-                    stop_requested.wait(interval)
+            with PendingRows(engine, interval, settings.produce_safety_poll_s) as pending:
+                how = "woken by new rows" if pending.listening else f"polling every {interval:.2f}s"
+                log.info("continuous produce: %s", how)
+                while not stop_requested.is_set() and (deadline is None or time.monotonic() < deadline):
+                    pending.clear()
+                    one = produce_pass(settings, producer, sessions, chunk_size=chunk)
+                    if one.batches:
+                        total.add(one.counts, one.quarantine_reasons, one.batches)
+                    else:
+                        pending.wait(stop_requested)
     c = total.counts
     log.info(
         "produced %d inventory and %d delivery events, %d other skipped, %d quarantined, %d unacknowledged",
         c.produced_inventory, c.produced_delivery, c.skipped_other, c.quarantined, c.unacknowledged,
     )
-    if c.unacknowledged and not continuous:
-        raise NotAcknowledged(
-            f"{c.unacknowledged} events were not acknowledged by Kafka; they stay pending and the next "
-            "`orderstream produce` re-sends them"
-        )
     return total

@@ -3,14 +3,15 @@
 In order: the local Kafka (unless external) and the migrated database; a Prefect server with its UI,
 its data in `$ORDERSTREAM_HOME/prefect`; the `orderstream` process work pool; the deployments of
 `prefect.yaml` (`prefect deploy --all`); a worker; and flow runs of the continuous producer and both
-consumers. Stopping (Ctrl-C, SIGTERM, or `ServeHandle.stop()`) goes the other way: cancel the
-runs still going, stop the worker, stop the server, then the broker if this started it.
+consumers. While it runs, supervision (`supervision`) starts the worker and those roles again when
+they die. Stopping (Ctrl-C, SIGTERM, or `ServeHandle.stop()`) goes the other way: stop supervising,
+cancel the runs still going, stop the worker, stop the server, then the broker if this started it.
 
 Every child runs in its own process group, so a Ctrl-C in the terminal reaches only this process,
 which then stops the children in order instead of all of them dying at once.
 
-`server` starts the Prefect server, `api` talks to it, `handle` runs the whole system; this module
-is the command.
+`server` starts the Prefect server, `api` talks to it, `handle` runs the whole system,
+`supervision` keeps it running; this module is the command.
 """
 
 from __future__ import annotations

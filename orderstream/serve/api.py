@@ -1,8 +1,10 @@
 """What `orderstream serve` asks of the Prefect API: a client, the work pool, the deployments of
-`prefect.yaml`, and the flow runs of the pool (listing, crashing leftovers, cancelling)."""
+`prefect.yaml`, the automations of `automations.yaml`, and the flow runs of the pool (listing, ending
+the runs nobody supervises any more, cancelling)."""
 
 from __future__ import annotations
 
+import signal
 import subprocess
 import sys
 from collections.abc import Iterator, Mapping
@@ -12,7 +14,7 @@ from typing import Any
 from uuid import UUID
 
 from orderstream.errors import UserError
-from orderstream.processes import STOP_TIMEOUT_S, TAIL_LINES, cmdline, log_tail, stop_group
+from orderstream.processes import STOP_TIMEOUT_S, TAIL_LINES, cmdline, group_running, log_tail, signal_group, wait_until
 
 WORK_POOL = "orderstream"
 DEPLOY_TIMEOUT_S = 300.0
@@ -48,6 +50,27 @@ def ensure_work_pool(client: Any, name: str = WORK_POOL) -> bool:
     except ObjectAlreadyExists:
         return False
     return True
+
+
+def install_automations(client: Any, path: Path) -> list[str]:
+    """Create the automations of `path` (`automations.yaml`), or update those that exist by name; their names."""
+    import yaml
+    from prefect.events.schemas.automations import AutomationCore
+
+    try:
+        data = yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError) as exc:
+        raise UserError(f"cannot read the automations in {path}: {exc}") from None
+    names = []
+    for spec in data.get("automations", []):
+        automation = AutomationCore.model_validate(spec)
+        existing = client.read_automations_by_name(automation.name)
+        if existing:
+            client.update_automation(existing[0].id, automation)
+        else:
+            client.create_automation(automation)
+        names.append(automation.name)
+    return names
 
 
 def deploy_all(project_root: Path, env: Mapping[str, str], log_path: Path, timeout_s: float = DEPLOY_TIMEOUT_S) -> None:
@@ -108,18 +131,56 @@ def crash_leftover_runs(client: Any) -> list[str]:
     are they would hold their deployment's concurrency slot, and an orphaned consumer or producer
     would run beside the new one.
     """
+    runs = pool_runs(client, ("PENDING", "RUNNING", "CANCELLING"))
+    return crash_runs(client, runs, "left running by a previous `orderstream serve` that was killed")
+
+
+def crash_runs(client: Any, runs: list[Any], message: str, timeout_s: float = STOP_TIMEOUT_S) -> list[str]:
+    """Stop the processes of runs that no worker supervises any more, then mark the runs Crashed.
+
+    Their processes get SIGTERM together (each finishes the batch in hand, commits and leaves its
+    consumer group) and SIGKILL after `timeout_s`. The state is set once they are gone: Prefect
+    lets a run leave Crashed for the Completed that a stopping engine reports. Returns the names.
+    """
+    stop_groups(flow_run_pids(runs), timeout_s)
+    return mark_crashed(client, runs, message)
+
+
+def flow_run_pids(runs: list[Any]) -> list[int]:
+    """The flow-run processes (process-group leaders) of `runs` that are still alive."""
+    return [pid for run in runs if (pid := run_pid(run.infrastructure_pid)) is not None and _is_flow_run_process(pid)]
+
+
+def mark_crashed(client: Any, runs: list[Any], message: str) -> list[str]:
+    """Force the runs Crashed (a run stopped from outside may have reported Completed meanwhile, but
+    it did not end on its own); their names."""
     from prefect.states import Crashed
 
-    names = []
-    for run in pool_runs(client, ("PENDING", "RUNNING", "CANCELLING")):
-        pid = run_pid(run.infrastructure_pid)
-        if pid is not None and _is_flow_run_process(pid):
-            stop_group(pid, STOP_TIMEOUT_S)
-        client.set_flow_run_state(
-            run.id, Crashed(message="left running by a previous `orderstream serve` that was killed"), force=True
-        )
-        names.append(run.name)
-    return names
+    for run in runs:
+        client.set_flow_run_state(run.id, Crashed(message=message), force=True)
+    return [run.name for run in runs]
+
+
+def stop_groups(pgids: list[int], timeout_s: float) -> None:
+    """SIGTERM process groups at once, SIGKILL whatever of them still runs after `timeout_s`."""
+    for pgid in pgids:
+        signal_group(pgid, signal.SIGTERM)
+    if not wait_until(lambda: not any(group_running(pgid) for pgid in pgids), timeout_s):
+        for pgid in pgids:
+            signal_group(pgid, signal.SIGKILL)
+
+
+def latest_run(client: Any, deployment_id: UUID) -> Any | None:
+    """The deployment's newest flow run (by expected start), or None."""
+    from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterId
+    from prefect.client.schemas.sorting import FlowRunSort
+
+    runs = client.read_flow_runs(
+        deployment_filter=DeploymentFilter(id=DeploymentFilterId(any_=[deployment_id])),
+        sort=FlowRunSort.EXPECTED_START_TIME_DESC,
+        limit=1,
+    )
+    return runs[0] if runs else None
 
 
 def _is_flow_run_process(pid: int) -> bool:
@@ -129,12 +190,13 @@ def _is_flow_run_process(pid: int) -> bool:
 
 def cancel_runs(client: Any, run_ids: list[UUID]) -> None:
     """Ask for cancellation: Cancelling for runs a worker may hold, Cancelled for runs not yet picked up."""
-    from prefect.states import Cancelled, Cancelling
+    from prefect.states import Cancelled, Cancelling, State
 
     for run_id in run_ids:
         run = client.read_flow_run(run_id)
         if run.state is None or run.state.is_final():
             continue
+        state: State[Any]
         if run.state.is_scheduled() or run.state.is_paused():
             state = Cancelled(message="orderstream serve is stopping")
         else:

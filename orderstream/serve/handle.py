@@ -7,7 +7,7 @@ import socket
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,11 +22,13 @@ from orderstream.serve.api import (
     crash_leftover_runs,
     deploy_all,
     ensure_work_pool,
+    install_automations,
     pool_runs,
     prefect_client,
     run_pid,
 )
 from orderstream.serve.server import SERVER_START_TIMEOUT_S, PrefectServer, check_stop, prefect_env
+from orderstream.serve.supervision import Recovery, Supervisor
 from orderstream.settings import Settings
 
 # Deployments (`flow name/deployment name`) started as long-running flow runs, in start order.
@@ -38,6 +40,8 @@ LONG_RUNNING = (
 # The batch producer would race the continuous one over the same pending rows.
 PAUSED_WHILE_SERVING = ("produce_orders/produce",)
 
+AUTOMATIONS_FILE = "automations.yaml"  # next to prefect.yaml
+WORKER_POLL_S = 2.0  # how soon the worker picks up a run that supervision starts again
 CANCEL_TIMEOUT_S = 60.0
 RUN_STOP_TIMEOUT_S = 10.0
 
@@ -64,11 +68,13 @@ class ServeHandle:
     server: PrefectServer
     worker: Child | None = None
     env: dict[str, str] = field(default_factory=dict, repr=False)
-    flow_runs: dict[str, UUID] = field(default_factory=dict)  # deployment name -> the run started here
+    long_running: tuple[str, ...] = LONG_RUNNING
+    flow_runs: dict[str, UUID] = field(default_factory=dict)  # deployment name -> its newest run started here
     started_stack: bool = False
     crashed_leftovers: list[str] = field(default_factory=list)
     run_pids: set[int] = field(default_factory=set)  # flow-run processes (group leaders) seen while stopping
     final_states: dict[UUID, str] = field(default_factory=dict)  # run id -> its state name once stopped
+    supervisor: Supervisor | None = field(default=None, repr=False)
     _stopped: bool = field(default=False, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
@@ -83,6 +89,11 @@ class ServeHandle:
     @property
     def prefect_home(self) -> Path:
         return self.server.home
+
+    @property
+    def recoveries(self) -> list[Recovery]:
+        """What supervision restarted so far (see `orderstream.serve.supervision`)."""
+        return list(self.supervisor.recoveries) if self.supervisor else []
 
     def flow_run_url(self, run_id: UUID | str) -> str:
         return f"{self.ui_url}/runs/flow-run/{run_id}"
@@ -102,11 +113,16 @@ class ServeHandle:
         start_stack: bool = True,
         long_running: tuple[str, ...] = LONG_RUNNING,
         server_timeout_s: float = SERVER_START_TIMEOUT_S,
-        worker_poll_s: float = 5.0,
+        worker_poll_s: float = WORKER_POLL_S,
         stop: threading.Event | None = None,
+        supervise: bool = True,
         say: Say = lambda message: None,
     ) -> ServeHandle:
-        """Start everything; on any failure (or `stop` set meanwhile) stop what was started and raise."""
+        """Start everything; on any failure (or `stop` set meanwhile) stop what was started and raise.
+
+        With `supervise`, a thread restarts the worker and the long-running roles when they die
+        (see `orderstream.serve.supervision`) until `stop()`.
+        """
         root = project_root or find_project_root()
         prefect_home = settings.home / "prefect"
         api_url = f"http://{host}:{port}/api"
@@ -121,9 +137,12 @@ class ServeHandle:
             t0 = time.monotonic()
             say(f"starting the Prefect server on {host}:{port} (data in {prefect_home})")
             server = PrefectServer.start(prefect_home, port=port, host=host, env=env, timeout_s=server_timeout_s, stop=stop)
-            handle = cls(settings, root, server, env=env, started_stack=started_stack)
+            handle = cls(settings, root, server, env=env, long_running=long_running, started_stack=started_stack)
             say(f"Prefect server up in {time.monotonic() - t0:.1f} s")
-            handle._start_rest(long_running, stop, say)
+            handle._start_rest(stop, say)
+            if supervise:
+                handle.supervisor = Supervisor(handle, say)
+                handle.supervisor.start()
             return handle
         except BaseException:
             if handle is not None:
@@ -132,7 +151,7 @@ class ServeHandle:
                 _stop_stack(settings, say)
             raise
 
-    def _start_rest(self, long_running: tuple[str, ...], stop: threading.Event | None, say: Say) -> None:
+    def _start_rest(self, stop: threading.Event | None, say: Say) -> None:
         logs = self.prefect_home / "logs"
         with self.client() as client:
             if ensure_work_pool(client):
@@ -140,6 +159,8 @@ class ServeHandle:
             self.crashed_leftovers = crash_leftover_runs(client)
             if self.crashed_leftovers:
                 say(f"marked {len(self.crashed_leftovers)} runs of a previous serve as Crashed")
+            automations = install_automations(client, self.project_root / AUTOMATIONS_FILE)
+            say(f"automations installed: {', '.join(automations)}")
         check_stop(stop)
         t0 = time.monotonic()
         say(f"registering the deployments of {self.project_root / 'prefect.yaml'}")
@@ -149,26 +170,38 @@ class ServeHandle:
         with self.client() as client:
             for name in PAUSED_WHILE_SERVING:
                 client.pause_deployment(client.read_deployment_by_name(name).id)
+        worker = self.start_worker()
+        say(f"worker started (pid {worker.pid}), its log in {worker.log_path}")
+        for name in self.long_running:
+            self.start_role(name)
+
+    def start_worker(self) -> Child:
+        """Start the process worker of the pool (again, after it died: its log is appended to)."""
         self.worker = Child.start(
             "prefect worker",
             [sys.executable, "-m", "prefect", "worker", "start", "--pool", WORK_POOL, "--type", "process",
              "--name", f"orderstream-{socket.gethostname()}"],
-            env=self.env, cwd=self.project_root, log_path=logs / "worker.log",
+            env=self.env, cwd=self.project_root, log_path=self.prefect_home / "logs" / "worker.log",
         )
-        say(f"worker started (pid {self.worker.pid}), its log in {self.worker.log_path}")
-        self._start_long_running(long_running)
+        return self.worker
 
-    def _start_long_running(self, names: tuple[str, ...]) -> None:
+    def start_role(self, name: str) -> UUID:
+        """A new flow run of the long-running deployment `name`; its id."""
         from prefect.deployments import run_deployment
         from prefect.settings import PREFECT_API_URL, temporary_settings
 
         with temporary_settings(updates={PREFECT_API_URL: self.api_url}):
-            for name in names:
-                run = run_deployment(name, timeout=0, as_subflow=False, tags=["orderstream-serve"])
-                self.flow_runs[name] = run.id
+            run = run_deployment(name, timeout=0, as_subflow=False, tags=["orderstream-serve"])
+        assert not isinstance(run, Coroutine)  # outside an event loop async_dispatch runs the sync function
+        self.flow_runs[name] = run.id
+        return run.id
 
     def check(self) -> None:
-        """Raise UserError if the server or the worker has exited."""
+        """Raise UserError if the system cannot go on: the server exited, or (unsupervised) the worker did."""
+        if self.supervisor is not None:
+            if self.supervisor.error is not None:
+                raise self.supervisor.error
+            return
         for child in (self.server.child, self.worker):
             if child is not None and not child.alive():
                 raise UserError(
@@ -184,6 +217,8 @@ class ServeHandle:
             if self._stopped:
                 return
             self._stopped = True
+        if self.supervisor is not None:
+            self.supervisor.stop()  # what stops now is stopped on purpose
         try:
             if self.worker is not None and self.worker.alive() and self.server.child.alive():
                 self._cancel_all(cancel_timeout_s, say)
@@ -203,9 +238,9 @@ class ServeHandle:
         from prefect.states import Cancelled
 
         with self.client() as client:
-            ids = set(self.flow_runs.values())
-            ids |= {run.id for run in pool_runs(client, LIVE_STATES) if not (run.state and run.state.is_scheduled())}
-            ids = sorted(ids, key=str)
+            live = set(self.flow_runs.values())
+            live |= {run.id for run in pool_runs(client, LIVE_STATES) if not (run.state and run.state.is_scheduled())}
+            ids = sorted(live, key=str)
             say(f"cancelling {len(ids)} flow runs")
             cancel_runs(client, ids)
 
@@ -248,7 +283,7 @@ class ServeHandle:
                         client.set_flow_run_state(
                             run.id, Cancelled(message="orderstream serve stopped its worker"), force=True
                         )
-            except Exception as exc:  # any failure: the processes we know of are killed all the same
+            except Exception as exc:  # noqa: BLE001 - any failure: the processes we know of are killed all the same
                 say(f"could not list the runs left on the server: {exc}")
         pids = self.run_pids | {pid for run in leftovers if (pid := run_pid(run.infrastructure_pid)) is not None}
         for pid in pids:

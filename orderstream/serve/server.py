@@ -17,6 +17,7 @@ from orderstream.processes import STOP_TIMEOUT_S, Child, port_is_free, wait_unti
 from orderstream.settings import Settings
 
 SERVER_START_TIMEOUT_S = 120.0  # a cold first start migrates the database and copies the UI
+FLOW_RUN_HEARTBEAT_S = 30
 
 
 class ServeInterrupted(UserError):
@@ -37,6 +38,9 @@ def prefect_env(settings: Settings, api_url: str, base: Mapping[str, str] | None
         PREFECT_SERVER_ANALYTICS_ENABLED="false",
         PREFECT_SERVER_UI_SHOW_PROMOTIONAL_CONTENT="false",
         PYTHONUNBUFFERED="1",
+        # Flow runs started by the worker inherit this: a heartbeat every 30 s (Prefect's minimum),
+        # which the zombie automation of automations.yaml watches.
+        PREFECT_FLOWS_HEARTBEAT_FREQUENCY=str(FLOW_RUN_HEARTBEAT_S),
     )
     env.pop("PREFECT_PROFILE", None)
     env.pop("PREFECT_API_KEY", None)

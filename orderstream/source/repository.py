@@ -11,7 +11,7 @@ from sqlalchemy.orm import Session
 
 from orderstream.db.bulk import insert_rows
 from orderstream.db.engine import dialect_insert
-from orderstream.db.models import OrderEvent, SourceLoad, Stock, utcnow
+from orderstream.db.models import OrderEvent, SourceLoad, Stock, table_of, utcnow
 from orderstream.source.fields import EVENT_FIELDS
 
 INSERT_ROWS = 5_000  # rows per INSERT statement group; bounds memory of one call
@@ -76,7 +76,7 @@ def insert_events(session: Session, frame: pd.DataFrame, load_id: int | None = N
     for start in range(0, len(records), INSERT_ROWS):
         part = records[start : start + INSERT_ROWS]
         inserted = len(
-            insert_rows(session, OrderEvent.__table__, part, constants={"loaded_at": now, "load_id": load_id},
+            insert_rows(session, table_of(OrderEvent), part, constants={"loaded_at": now, "load_id": load_id},
                         skip_conflicts_on=["event_id"], returning="event_id")
         )
         report.loaded += inserted

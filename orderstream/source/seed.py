@@ -72,7 +72,8 @@ def stock_frame(rng: random.Random, skus: list[str]) -> pd.DataFrame:
     for sku in skus:
         scarce = rng.random() < 0.1  # some items run out, so backorders happen
         for warehouse in WAREHOUSES:
-            rows.append({"sku": sku, "warehouse_id": warehouse, "on_hand": str(rng.randint(0, 5) if scarce else rng.randint(200, 2000))})
+            on_hand = rng.randint(0, 5) if scarce else rng.randint(200, 2000)
+            rows.append({"sku": sku, "warehouse_id": warehouse, "on_hand": str(on_hand)})
     return pd.DataFrame(rows)
 
 

@@ -186,10 +186,11 @@ def ensure_acls(admin_settings: Settings) -> list[AclBinding]:
     for binding, future in admin.create_acls(wanted, request_timeout=ACL_TIMEOUT_S).items():
         try:
             future.result(timeout=ACL_TIMEOUT_S + 5)
-        except Exception as exc:  # a KafkaException, or the future's own timeout
+        except (KafkaException, TimeoutError) as exc:  # the broker's answer, or the future's own timeout
             _raise_acl_error(admin_settings, f"create ACL {binding}", exc)
+    # None matches any name, principal and host (documented); the stubs inherit AclBinding's `str`.
     everything = AclBindingFilter(
-        ResourceType.ANY, None, ResourcePatternType.ANY, None, None, AclOperation.ANY, AclPermissionType.ANY
+        ResourceType.ANY, None, ResourcePatternType.ANY, None, None, AclOperation.ANY, AclPermissionType.ANY  # type: ignore[arg-type]
     )
     present: set[AclBinding] = set()
 

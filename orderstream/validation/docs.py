@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable
 from datetime import UTC, datetime
 from functools import cache
@@ -13,6 +14,7 @@ import pandas as pd
 
 from expectations.order_events import SUITE_NAME, configure_order_events
 from orderstream.validation.results import failing_rows
+from orderstream.validation.site_assets import localize_pages
 
 DOCS_SAMPLE = 20  # failing event ids kept per expectation in a result kept for Data Docs
 
@@ -76,19 +78,44 @@ def _docs_sample(result: dict, frame: pd.DataFrame, field: str) -> dict:
 def build_data_docs(docs_dir: Path, results: Iterable[str] | None = None) -> Path:
     """Render the Data Docs site under docs_dir and return its index.html.
 
-    `results`: batch ids whose kept results get (re)rendered; None renders every kept result.
-    The index always lists every kept result.
+    `results`: batch ids whose kept results get (re)rendered, with every kept result that has
+    no page yet; None renders every kept result. The index lists every kept result: GX's index
+    builder lists the result pages the site has, not the results kept in the store.
+    The pages load their stylesheets and scripts from the site itself (`site_assets`).
     """
-    from great_expectations.data_context.types.resource_identifiers import ValidationResultIdentifier
+    from great_expectations.data_context.types.resource_identifiers import (
+        ExpectationSuiteIdentifier,
+        ValidationResultIdentifier,
+    )
 
     context = _docs_context(str(Path(docs_dir).resolve()))
-    identifiers = None
+    site = _site_dir(context)
+    identifiers: list[ValidationResultIdentifier | ExpectationSuiteIdentifier] | None = None
     if results is not None:
-        wanted = set(results)
+        wanted, rendered = set(results), _rendered_results(site)
         identifiers = [
             key
             for key in context.validation_results_store.list_keys()
-            if isinstance(key, ValidationResultIdentifier) and key.batch_identifier in wanted
+            if isinstance(key, ValidationResultIdentifier)
+            and (key.batch_identifier in wanted or key.to_tuple() not in rendered)
         ]
-    urls = context.build_data_docs(resource_identifiers=identifiers)
-    return Path(url2pathname(urlparse(next(iter(urls.values()))).path))
+        # The suite's page too (the index links it); never an empty list, which GX takes as "all".
+        identifiers.append(ExpectationSuiteIdentifier(name=SUITE_NAME))
+    started = time.time()
+    context.build_data_docs(resource_identifiers=identifiers)
+    # A page's mtime comes from a coarser clock than time.time(): a second of slack, and
+    # rewriting a page twice changes nothing.
+    written = [page for page in site.rglob("*.html") if page.stat().st_mtime >= started - 1]
+    localize_pages(site, written)
+    return site / "index.html"
+
+
+def _site_dir(context) -> Path:
+    (site,) = context.get_docs_sites_urls(only_if_exists=False)
+    return Path(url2pathname(urlparse(site["site_url"]).path)).parent
+
+
+def _rendered_results(site: Path) -> set[tuple[str, ...]]:
+    """The keys (as tuples) of the validation results that have a page in the site."""
+    pages = site / "validations"
+    return {page.relative_to(pages).with_suffix("").parts for page in pages.rglob("*.html")}

@@ -7,6 +7,7 @@ profile, and a few DevTools commands over one websocket (`websockets` is a depen
 from __future__ import annotations
 
 import base64
+import contextlib
 import itertools
 import json
 import os
@@ -74,12 +75,13 @@ class Chromium:
         self._process: subprocess.Popen | None = None
         self._socket: ClientConnection | None = None
         self._ids = itertools.count(1)
+        self._requests: Requests | None = None
 
     # --- lifecycle ---------------------------------------------------------------------------
 
     def __enter__(self) -> Chromium:
         profile = Path(self._profile.name)
-        self._log = open(profile.parent / f"{profile.name}.log", "wb")  # noqa: SIM115 - closed in __exit__
+        self._log = open(profile.parent / f"{profile.name}.log", "wb")  # closed in __exit__
         self._process = subprocess.Popen(
             [self.executable, *FLAGS, f"--user-data-dir={profile}", "about:blank"],
             stdin=subprocess.DEVNULL, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True,
@@ -97,21 +99,15 @@ class Chromium:
 
     def __exit__(self, *exc: object) -> None:
         if self._socket is not None:
-            try:
+            with contextlib.suppress(Exception):  # the process group is killed below anyway
                 self.send("Browser.close", timeout_s=5)
-            except Exception:  # noqa: BLE001 - the process group is killed below anyway
-                pass
             self._socket.close()
             self._socket = None
         if self._process is not None:
-            try:
+            with contextlib.suppress(subprocess.TimeoutExpired):
                 self._process.wait(10)
-            except subprocess.TimeoutExpired:
-                pass
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.killpg(self._process.pid, signal.SIGKILL)  # renderer and zygote processes too
-            except ProcessLookupError:
-                pass
             self._process.wait(10)
             self._process = None
         self._log.close()
@@ -161,10 +157,43 @@ class Chromium:
                 raise TimeoutError(f"DevTools {method}: no answer within {timeout_s:.0f} s")
             reply = json.loads(self._socket.recv(timeout=remaining))
             if reply.get("id") != message_id:
+                if self._requests is not None:
+                    self._requests.note(reply)
                 continue
             if "error" in reply:
                 raise RuntimeError(f"DevTools {method}: {reply['error']}")
             return reply.get("result", {})
+
+    def record_requests(self) -> Requests:
+        """Every request of the next page opened, as DevTools reports it (Network domain).
+
+        The page shown until now is left for about:blank first, so that none of its requests
+        is counted. The record fills as events are read, that is while later commands wait for
+        their answer: call `wait_for_load` before reading it.
+        """
+        self.open("about:blank")
+        deadline = time.monotonic() + self.timeout_s
+        while self.evaluate("location.href") != "about:blank":  # the previous document is gone
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"the page did not leave for about:blank within {self.timeout_s:.0f} s")
+            time.sleep(0.05)
+        self._requests = Requests()
+        self.send("Network.enable")
+        return self._requests
+
+    def set_offline(self, offline: bool) -> None:
+        """Emulate a machine without network (file:// pages still load)."""
+        self.send("Network.emulateNetworkConditions",
+                  {"offline": offline, "latency": 0, "downloadThroughput": -1, "uploadThroughput": -1})
+
+    def wait_for_load(self, timeout_s: float = 30.0) -> None:
+        """Wait until the page, its subresources and its fonts have loaded."""
+        done = "document.readyState === 'complete' && document.fonts.status === 'loaded'"
+        deadline = time.monotonic() + timeout_s
+        while not self.evaluate(done):
+            if time.monotonic() > deadline:
+                raise AssertionError(f"the page did not finish loading within {timeout_s:.0f} s")
+            time.sleep(0.1)
 
     def open(self, url: str) -> None:
         result = self.send("Page.navigate", {"url": url})
@@ -200,3 +229,20 @@ class Chromium:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(base64.b64decode(data))
         return path
+
+
+class Requests:
+    """The URLs a page requested, and those whose loading failed with the browser's reason."""
+
+    def __init__(self) -> None:
+        self.urls: list[str] = []
+        self.failed: dict[str, str] = {}
+        self._by_id: dict[str, str] = {}
+
+    def note(self, event: dict[str, Any]) -> None:
+        params = event.get("params", {})
+        if event.get("method") == "Network.requestWillBeSent":
+            self.urls.append(params["request"]["url"])
+            self._by_id[params["requestId"]] = params["request"]["url"]
+        elif event.get("method") == "Network.loadingFailed":
+            self.failed[self._by_id.get(params["requestId"], params["requestId"])] = params.get("errorText", "")

@@ -1,4 +1,4 @@
-"""A small flow for the browser check: validate one batch of order events with the GX suite and
+"""A small flow for the browser check: validate batches of order events with the GX suite and
 render the Data Docs site, as the producer and the data-quality report do."""
 
 from __future__ import annotations
@@ -38,7 +38,9 @@ def render_docs(docs_dir: Path, batch_id: str) -> str:
 
 
 @flow(name="browser-check")
-def browser_check(docs_dir: str, batch_id: str) -> dict:
-    """Validate BATCH, keep its result under docs_dir and render Data Docs; the counts and the index path."""
+def browser_check(docs_dir: str, batch_id: str, earlier_batch_id: str) -> dict:
+    """Validate BATCH as two batches, keep both results under docs_dir and render the later
+    one's Data Docs, as the producer and the report do; the counts and the index path."""
+    validate_batch(Path(docs_dir), earlier_batch_id)
     counts = validate_batch(Path(docs_dir), batch_id)
     return {**counts, "index": render_docs(Path(docs_dir), batch_id)}

@@ -1,57 +1,24 @@
 """The one audit every fault test ends with: drain, then compare every ledger with every other.
 
-Sources compared (Jepsen style: what was acknowledged against what took effect):
-- the source repository (`order_events`) and the producer ledger in it (`outcome`);
-- the topics' contents (read back from the broker, by the `event_id` header);
-- the processed-events ledger of each consumer group;
-- the effects: reservations against stock, delivery history, notifications;
-- the dead-letter topics.
-
-Pass means 0 lost and 0 applied twice.
+The comparison itself is the product's (`orderstream.soak.audit`, which the soak ends with too):
+the source and its producer ledger, the topics' contents, each group's processed-events ledger,
+the effects and the dead-letter topics. Pass means 0 lost and 0 applied twice.
 """
 
 from __future__ import annotations
 
 import contextlib
-from collections import Counter
-from dataclasses import asdict, dataclass
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from orderstream.consumers import run_consumer
-from orderstream.db.models import (
-    ConsumerCounter,
-    DeliveryHistory,
-    Notification,
-    OrderEvent,
-    ProcessedEvent,
-    Reservation,
-    Stock,
-)
-from orderstream.reconcile import reconcile
+from orderstream.db.models import OrderEvent
 from orderstream.runtime import settings_in_environment
-from orderstream.settings import Settings, dlq_topic
-from tests.topics import read_topic
+from orderstream.settings import Settings
+from orderstream.soak.audit import ROLES, AuditCounts, run_audit
 
-ROLES = ("inventory", "delivery")
-
-
-@dataclass(frozen=True)
-class AuditCounts:
-    produced: int  # distinct valid routed events the producer ledger marks produced
-    applied: int  # distinct events that took effect (ledger outcome `applied`)
-    dead_lettered: int  # ledger outcome `dead_lettered` (records in the DLQ topics: `dlq_records`)
-    dlq_records: int
-    lost: int  # valid routed events not produced, or produced but not in the topic / not in the ledger
-    applied_twice: int  # events whose effect exists more than once, or stock that disagrees with them
-    duplicates_in_topic: int  # extra copies of an event in its topic (at-least-once re-sends)
-    deduplicated: int  # redeliveries the consumers skipped (their counters)
-    pending: int  # routed source rows whose progress mark never moved (outcome NULL)
-    quarantined: int
-
-    def as_dict(self) -> dict:
-        return asdict(self)
+__all__ = ["ROLES", "AuditCounts", "audit", "drain"]
 
 
 def drain(settings: Settings) -> None:
@@ -59,86 +26,15 @@ def drain(settings: Settings) -> None:
         run_consumer(settings, role, drain=True, metrics_port=None)
 
 
-def _topic_ids(settings: Settings, topic: str) -> Counter[str]:
-    return Counter(r.headers["event_id"].decode() for r in read_topic(settings, topic) if "event_id" in r.headers)
-
-
 def audit(settings: Settings, engine, *, drain_first: bool = True, check: bool = True) -> AuditCounts:
     """Drain both consumers, compare everything, and (with `check`) assert 0 lost and 0 applied twice."""
     if drain_first:
         drain(settings)
-    problems: list[str] = []
-    lost = applied_twice = duplicates = produced_total = applied_total = dead_total = dlq_total = 0
-    with Session(engine) as s:
-        source = {t: dict(s.execute(select(OrderEvent.event_id, OrderEvent.outcome).where(OrderEvent.type == t)).all())
-                  for t in ROLES}
-        quarantined = int(s.scalar(select(func.count()).where(OrderEvent.outcome == "quarantined")) or 0)
-        dedup = int(s.scalar(select(func.coalesce(func.sum(ConsumerCounter.value), 0))
-                             .where(ConsumerCounter.name == "deduplicated",
-                                    ConsumerCounter.consumer_group.in_(list(settings.groups.values())))) or 0)
-        pending = 0
-        for role in ROLES:
-            topic, group = settings.topics[role], settings.groups[role]
-            unsent = sorted(e for e, o in source[role].items() if o is None)
-            pending += len(unsent)
-            if unsent:
-                problems.append(f"{role}: {len(unsent)} valid source events never produced, e.g. {unsent[:5]}")
-            produced = {e for e, o in source[role].items() if o == "produced"}
-            produced_total += len(produced)
-            in_topic = _topic_ids(settings, topic)
-            duplicates += sum(n - 1 for n in in_topic.values())
-            not_in_topic = produced - set(in_topic)
-            if not_in_topic:
-                problems.append(f"{topic}: {len(not_in_topic)} acknowledged events missing, e.g. {sorted(not_in_topic)[:5]}")
-            ledger = dict(s.execute(select(ProcessedEvent.event_id, ProcessedEvent.outcome)
-                                    .where(ProcessedEvent.consumer_group == group)).all())
-            not_processed = set(in_topic) - set(ledger)
-            if not_processed:
-                problems.append(f"{group}: {len(not_processed)} events in the topic never processed, "
-                                f"e.g. {sorted(not_processed)[:5]}")
-            lost += len(unsent) + len(not_in_topic) + len(not_processed - not_in_topic)
-            applied_total += sum(1 for o in ledger.values() if o == "applied")
-            dead = {e for e, o in ledger.items() if o == "dead_lettered"}
-            dead_total += len(dead)
-            dlq = _topic_ids(settings, dlq_topic(topic))
-            dlq_total += sum(dlq.values())
-            if dead - set(dlq):
-                problems.append(f"{group}: dead-lettered in the ledger but not in the DLQ: {sorted(dead - set(dlq))[:5]}")
-                lost += len(dead - set(dlq))
-            stray = set(ledger) - set(in_topic)
-            if stray:
-                problems.append(f"{group}: ledger holds events that are not in its topic: {sorted(stray)[:5]}")
-                applied_twice += len(stray)
-        # Effects: each event at most once, and stock agreeing with the reservations held.
-        twice_res = list(s.scalars(select(Reservation.event_id).group_by(Reservation.event_id).having(func.count() > 1)))
-        twice_hist = list(s.scalars(select(DeliveryHistory.event_id).where(DeliveryHistory.to_status != "scheduled")
-                                    .group_by(DeliveryHistory.event_id).having(func.count() > 1)))
-        twice_note = list(s.scalars(select(Notification.order_id).group_by(Notification.order_id, Notification.to_status)
-                                    .having(func.count() > 1)))
-        applied_twice += len(twice_res) + len(twice_hist) + len(twice_note)
-        if twice_res or twice_hist or twice_note:
-            problems.append(f"effects twice: reservations {twice_res[:5]}, history {twice_hist[:5]}, notes {twice_note[:5]}")
-        held = dict(((sku, wh), int(q)) for sku, wh, q in s.execute(
-            select(Reservation.sku, Reservation.warehouse_id, func.sum(Reservation.quantity))
-            .where(Reservation.outcome == "reserved", Reservation.released_at.is_(None))
-            .group_by(Reservation.sku, Reservation.warehouse_id)).all())
-        for row in s.scalars(select(Stock)):
-            if row.reserved != held.get((row.sku, row.warehouse_id), 0):
-                applied_twice += 1
-                problems.append(f"stock {row.sku}@{row.warehouse_id}: reserved {row.reserved} but reservations "
-                                f"hold {held.get((row.sku, row.warehouse_id), 0)}")
-            if row.reserved > row.on_hand:
-                problems.append(f"stock {row.sku}@{row.warehouse_id}: reserved {row.reserved} > on hand {row.on_hand}")
-        rec = reconcile(s, settings)
-        if not rec.ok:
-            problems.append(f"reconcile() not clean: missing {rec.missing}, duplicates {rec.duplicates}, "
-                            f"unproduced {rec.unproduced_ids[:5]}, twice {rec.duplicate_ids[:5]}")
-    counts = AuditCounts(produced=produced_total, applied=applied_total, dead_lettered=dead_total,
-                         dlq_records=dlq_total, lost=lost, applied_twice=applied_twice,
-                         duplicates_in_topic=duplicates, deduplicated=dedup, pending=pending, quarantined=quarantined)
+    result = run_audit(settings, engine)
+    counts = result.counts
     print(f"AUDIT {settings.inventory_topic}: {counts.as_dict()}")
     if check:
-        assert not problems, f"audit failed {counts.as_dict()}:\n" + "\n".join(problems)
+        assert not result.problems, f"audit failed {counts.as_dict()}:\n" + "\n".join(result.problems)
         assert counts.lost == 0 and counts.applied_twice == 0, counts
     return counts
 

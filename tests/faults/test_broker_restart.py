@@ -89,7 +89,7 @@ def test_broker_frozen_beyond_the_message_timeout_has_its_messages_resent_from_t
     started = time.monotonic()
     try:
         with Pipeline(s, duration_s=20 + 16 * cycles, chunk_size=200) as pipeline:
-            for cycle in range(cycles):
+            for _ in range(cycles):
                 load_events(engine, make_events(rng, loaded, 600))
                 loaded += 600
                 time.sleep(rng.uniform(0.3, 1.5))  # freeze with messages in flight

@@ -102,7 +102,8 @@ def test_hostile_text_is_stored_and_delivered_literally_and_invalid_rows_quarant
     assert any("email" in r for r in quarantined["h-mail"])
 
     counts = audit(settings, engine)
-    assert (counts.produced, counts.applied, counts.dead_lettered, counts.quarantined) == (len(VALID), len(VALID), 0, len(INVALID))
+    outcomes = (counts.produced, counts.applied, counts.dead_lettered, counts.quarantined)
+    assert outcomes == (len(VALID), len(VALID), 0, len(INVALID))
     assert _tables(engine) == tables  # every table intact
     with Session(engine) as s:
         held = {r.event_id: (r.sku, r.warehouse_id, r.outcome) for r in s.scalars(select(Reservation))}

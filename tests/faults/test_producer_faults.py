@@ -129,8 +129,8 @@ def test_kill_9_and_sigterm_at_random_points_lose_nothing_and_apply_each_event_o
     counts = audit(settings, engine)
     assert counts.produced == counts.applied == loaded and counts.dead_lettered == 0
     print(f"PRODUCER FAULTS seed={seed} events={loaded} kills={KILLS} sigterms={KILLS} mid_pass={landed_mid_pass} "
-          f"aimed_at_ack_window={aimed_at_ack_window} duplicates_in_topic={counts.duplicates_in_topic} deduplicated={counts.deduplicated} kill_phase_s={kill_s:.0f} "
-          f"sigterm_exits={sigterm_exits}")
+          f"aimed_at_ack_window={aimed_at_ack_window} duplicates_in_topic={counts.duplicates_in_topic} "
+          f"deduplicated={counts.deduplicated} kill_phase_s={kill_s:.0f} sigterm_exits={sigterm_exits}")
 
 
 @pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
@@ -147,8 +147,8 @@ def test_sigterm_mid_pass_finishes_the_batch_in_hand_and_exits_0(settings, engin
 
     log = settings.home / "produce.log"
     with log.open("w") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "orderstream", "produce"], env=orderstream_env(settings, PRODUCE_CHUNK_SIZE=str(CHUNK)),
-                                stdout=out, stderr=out)
+        proc = subprocess.Popen([sys.executable, "-m", "orderstream", "produce"],
+                                env=orderstream_env(settings, PRODUCE_CHUNK_SIZE=str(CHUNK)), stdout=out, stderr=out)
     try:
         wait_until(lambda: produced() > 0 or proc.poll() is not None, 120, f"a first batch; output: {log}")
         assert proc.poll() is None, "the pass finished before it could be stopped"

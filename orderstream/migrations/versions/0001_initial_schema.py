@@ -1,7 +1,7 @@
 """initial schema
 
 Revision ID: 0001
-Revises: 
+Revises:
 Create Date: 2026-11-25 21:04:29.648431
 """
 import sqlalchemy as sa
@@ -104,7 +104,10 @@ def upgrade() -> None:
     )
     with op.batch_alter_table('order_events', schema=None) as batch_op:
         batch_op.create_index(batch_op.f('ix_order_events_load_id'), ['load_id'], unique=False)
-        batch_op.create_index('ix_order_events_pending', ['id'], unique=False, postgresql_where=sa.text('outcome IS NULL'), sqlite_where=sa.text('outcome IS NULL'))
+        batch_op.create_index(
+            'ix_order_events_pending', ['id'], unique=False,
+            postgresql_where=sa.text('outcome IS NULL'), sqlite_where=sa.text('outcome IS NULL'),
+        )
         batch_op.create_index('ix_order_events_type_outcome', ['type', 'outcome'], unique=False)
 
     op.create_table('processed_events',
@@ -207,7 +210,9 @@ def downgrade() -> None:
     with op.batch_alter_table('order_events', schema=None) as batch_op:
         batch_op.drop_index('ix_order_events_type_outcome')
         batch_op.drop_index(batch_op.f('ix_order_events_load_id'))
-        batch_op.drop_index('ix_order_events_pending', postgresql_where=sa.text('outcome IS NULL'), sqlite_where=sa.text('outcome IS NULL'))
+        batch_op.drop_index(
+            'ix_order_events_pending', postgresql_where=sa.text('outcome IS NULL'), sqlite_where=sa.text('outcome IS NULL')
+        )
 
     op.drop_table('order_events')
     with op.batch_alter_table('notifications', schema=None) as batch_op:

@@ -1,0 +1,93 @@
+"""The continuous producer wakes on new source rows: PostgreSQL notifies it (migration 0003), SQLite is polled."""
+
+from __future__ import annotations
+
+import threading
+
+import pandas as pd
+import pytest
+from sqlalchemy import update
+
+from orderstream.db.engine import session_factory
+from orderstream.db.models import OrderEvent
+from orderstream.lifecycle import StopSignal
+from orderstream.producer.extract import PendingRows
+from orderstream.source.repository import insert_events
+from tests.helpers import wait_until
+
+pytestmark = pytest.mark.integration
+
+NEVER = 3600.0  # a poll interval no test waits out: only a notification or the stop ends a wait
+
+
+def insert(engine, event_id: str) -> None:
+    row = {"event_id": event_id, "order_id": "o1", "type": "inventory", "created_at": "2026-11-25T10:00:00Z",
+           "sku": "SKU-1", "quantity": "2"}
+    with session_factory(engine).begin() as session:
+        insert_events(session, pd.DataFrame.from_records([row]))
+
+
+def waiting(pending: PendingRows, stop: StopSignal) -> threading.Thread:
+    thread = threading.Thread(target=pending.wait, args=(stop,), daemon=True)
+    thread.start()
+    return thread
+
+
+def test_a_commit_of_new_rows_or_a_release_wakes_the_producer_on_postgresql(engine):
+    if engine.dialect.name != "postgresql":
+        pytest.skip("SQLite has no notifications: the producer polls it")
+    stop = StopSignal()
+    with PendingRows(engine, poll_interval_s=NEVER, safety_poll_s=NEVER) as pending:
+        assert pending.listening
+        pending.clear()
+        woken = waiting(pending, stop)
+        insert(engine, "e1")
+        wait_until(lambda: not woken.is_alive(), 30, "the insert to wake the waiting producer")
+
+        # Rows committed while a pass runs (nobody waiting yet) are not missed: the next wait returns at once.
+        with session_factory(engine).begin() as session:
+            session.execute(update(OrderEvent).values(outcome="quarantined"))
+        pending.clear()
+        with session_factory(engine).begin() as session:  # revalidation releases a quarantined row
+            session.execute(update(OrderEvent).values(outcome=None))
+        woken = waiting(pending, stop)
+        wait_until(lambda: not woken.is_alive(), 30, "the release to wake the producer")
+
+        # A progress mark (outcome set) is no reason to look again: only a stop ends this wait.
+        pending.clear()
+        with session_factory(engine).begin() as session:
+            session.execute(update(OrderEvent).values(outcome="produced"))
+        idle = waiting(pending, stop)
+        stop.set()
+        wait_until(lambda: not idle.is_alive(), 30, "the stop request to end the wait")
+    assert not pending.listening
+
+
+def test_sqlite_is_polled(engine):
+    if engine.dialect.name != "sqlite":
+        pytest.skip("PostgreSQL notifies the producer")
+    with PendingRows(engine, poll_interval_s=0.01, safety_poll_s=NEVER) as pending:
+        assert not pending.listening
+        pending.clear()
+        pending.wait(StopSignal())  # the poll interval, not NEVER: SQLite cannot notify
+
+
+def test_the_continuous_producer_sends_rows_committed_while_it_waits(settings, engine):
+    from flows.produce import produce_orders
+    from orderstream.validation.checker import producer_checker
+    from tests.topics import read_topic
+
+    producer_checker(settings).rules()  # GX's worker is up before the producer's clock starts
+    insert(engine, "before")
+    produced: list = []
+    thread = threading.Thread(target=lambda: produced.append(produce_orders(continuous=True, duration_s=15)), daemon=True)
+    thread.start()
+
+    def sent() -> set[str]:
+        return {r.headers["event_id"].decode() for r in read_topic(settings, settings.inventory_topic)}
+
+    wait_until(lambda: "before" in sent(), 60, "the row committed before the start to be produced")
+    insert(engine, "while-waiting")
+    wait_until(lambda: "while-waiting" in sent(), 60, "the row committed while the producer waited to be produced")
+    thread.join(60)
+    assert not thread.is_alive() and produced[0].counts.produced_inventory == 2
