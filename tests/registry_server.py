@@ -68,8 +68,10 @@ def distribution(cache_root: Path | None = None) -> Path:
     # Unpacked into a temp dir and renamed into place: a killed fetch never looks like a cache.
     temp = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{final.name}-"))
     try:
+        # The plugin's unpack markers go beside the unpacked files, not into a target/ of the checkout.
         result = subprocess.run(
-            [mvn, "-q", "-B", "-f", str(POM), "dependency:unpack-dependencies", f"-DoutputDirectory={temp}"],
+            [mvn, "-q", "-B", "-f", str(POM), "dependency:unpack-dependencies", f"-DoutputDirectory={temp}",
+             f"-DmarkersDirectory={temp / '.maven-markers'}"],
             capture_output=True, text=True,
         )
         if result.returncode != 0 or not (temp / "quarkus-run.jar").exists():

@@ -169,28 +169,30 @@ def _run(state, ran_s: float):
 
 @pytest.mark.unit
 def test_supervision_restarts_crashed_roles_at_once_backs_off_quick_failures_and_leaves_cancelled_ones() -> None:
+    import uuid
+
     from prefect.states import Cancelled, Crashed
 
     from orderstream.serve.supervision import FIRST_DELAY_S, Supervisor
 
     handle, client, said = _Handle(), _Client(), []
     supervisor = Supervisor(handle, said.append)  # type: ignore[arg-type]
-    name = handle.long_running[0]
+    name, deployment = handle.long_running[0], uuid.uuid4()
 
     client.runs.append(_run(Crashed(), ran_s=600))  # a long-lived run killed: back at once
-    supervisor._check_role(client, name, None)
-    supervisor._check_role(client, name, None)  # the same ended run is never restarted twice
+    supervisor._check_role(client, name, deployment)
+    supervisor._check_role(client, name, deployment)  # the same ended run is never restarted twice
     assert handle.started == [name] and [r.kind for r in supervisor.recoveries] == ["role"]
 
     client.runs.append(_run(Crashed(), ran_s=2))  # a run that fails at once: restarted, but the next waits
-    supervisor._check_role(client, name, None)
+    supervisor._check_role(client, name, deployment)
     client.runs.append(_run(Crashed(), ran_s=2))
-    supervisor._check_role(client, name, None)
+    supervisor._check_role(client, name, deployment)
     assert len(handle.started) == 2
     assert any(f"next restart in {FIRST_DELAY_S:.0f} s" in line for line in said)
 
     client.runs.append(_run(Cancelled(), ran_s=600))  # stopped on purpose: stays stopped
-    supervisor._check_role(client, name, None)
+    supervisor._check_role(client, name, deployment)
     assert len(handle.started) == 2 and "not restarting a role stopped on purpose" in said[-1]
 
 
