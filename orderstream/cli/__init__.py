@@ -23,8 +23,14 @@ from orderstream.errors import UserError
 PROG = "orderstream"
 PANELS = (SOURCE, PIPELINE, LOOK, REPAIR, SYSTEM)  # the order of the help's panels
 
-app.registered_commands.sort(key=lambda info: PANELS.index(info.rich_help_panel))
-app.registered_groups.sort(key=lambda info: PANELS.index(info.rich_help_panel))
+
+def _panel_order(info) -> int:
+    """Where a command's panel comes in the help; a command without one of these panels goes last."""
+    return PANELS.index(info.rich_help_panel) if info.rich_help_panel in PANELS else len(PANELS)
+
+
+app.registered_commands.sort(key=_panel_order)
+app.registered_groups.sort(key=_panel_order)
 
 
 def main() -> None:
