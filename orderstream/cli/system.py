@@ -13,6 +13,7 @@ from orderstream.cli.app import SYSTEM, app, settings
 from orderstream.cli.checks import PORT_RANGE
 from orderstream.console import console
 from orderstream.errors import UserError
+from orderstream.soak.command import soak_command
 
 
 @app.command(rich_help_panel=SYSTEM)
@@ -48,3 +49,7 @@ def bench(
         print_table(result, console)
     if result.get("errors"):
         raise typer.Exit(1)
+
+
+# The soak lives in its own package; it is one of the system commands.
+app.command("soak", rich_help_panel=SYSTEM)(soak_command)
