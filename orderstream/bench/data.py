@@ -149,13 +149,16 @@ def messages_of(frame: pd.DataFrame) -> Messages:
     """The messages the pipeline makes of source rows (a frame as `read_pending` returns)."""
     from orderstream.producer.publish import payloads
 
-    return Messages(
-        keys=[k.encode() for k in frame["order_id"]],
-        # orjson hands back each document in a buffer of about 4 KB; a right-sized copy keeps
-        # a few hundred thousand of them from taking gigabytes in this process.
-        values=[bytes(memoryview(v)) for v in payloads(frame, "inventory")],
-        event_ids=[str(e) for e in frame["event_id"]],
-    )
+    # Each event type's payloads have their own fields: made type by type, kept in row order.
+    types = frame["type"].tolist()
+    values: list[bytes] = [b""] * len(frame)
+    for event_type in dict.fromkeys(types):
+        positions = [i for i, t in enumerate(types) if t == event_type]
+        for i, value in zip(positions, payloads(frame.iloc[positions], event_type)):
+            # orjson hands back each document in a buffer of about 4 KB; a right-sized copy keeps
+            # a few hundred thousand of them from taking gigabytes in this process.
+            values[i] = bytes(memoryview(value))
+    return Messages(keys=[k.encode() for k in frame["order_id"]], values=values, event_ids=[str(e) for e in frame["event_id"]])
 
 
 def source_messages(engine: Engine, chunk: int = CHUNK) -> Messages:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+import time
 from typing import Annotated
 
 import orjson
@@ -22,8 +23,12 @@ def soak_command(
     from orderstream.soak.run import run_soak
 
     progress = Console(stderr=True)
-    soak = run_soak(minutes, rate, say=lambda message: progress.print(f"[dim]soak:[/] {message}", highlight=False,
-                                                                         soft_wrap=True))
+    started = time.monotonic()
+
+    def say(message: str) -> None:
+        progress.print(f"[dim]soak {time.monotonic() - started:6.0f}s:[/] {message}", highlight=False, soft_wrap=True)
+
+    soak = run_soak(minutes, rate, say=say)
     print_report(soak.result, soak.outcome, soak.home, Console(stderr=as_json))
     if as_json:
         sys.stdout.write(orjson.dumps(soak.result).decode() + "\n")
