@@ -58,6 +58,10 @@ CONSUMER_KILL_AT = 0.40
 LAST_KILL_AT = 0.66
 SETTLE_S = 15.0
 RESULT_NAME = "result.json"
+# Room for every delivery: at 500 orders/s the default 200 per postal area and day is full within
+# minutes, after which each order's later events are illegal moves and dead-lettered, and the
+# consumers' work would change halfway through the run.
+DELIVERY_CAPACITY = 1_000_000_000
 PROBE_ORDERS = 50
 PROBE_SEED = 3
 
@@ -78,7 +82,8 @@ def run_soak(minutes: float, rate: float = DEFAULT_RATE, say: Say = lambda messa
     home = Path(tempfile.mkdtemp(prefix="orderstream-soak-"))
     say(f"home {home}")
     with ThrowawayPostgres() as pg:
-        settings = Settings(orderstream_home=home, database_url=pg.url, kafka_bootstrap_servers=None, kafka_port=0)
+        settings = Settings(orderstream_home=home, database_url=pg.url, kafka_bootstrap_servers=None, kafka_port=0,
+                            daily_capacity_per_area=DELIVERY_CAPACITY)
         local.up(settings)
         try:
             result, outcome = _soak(settings, minutes, rate, say)
