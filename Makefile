@@ -65,7 +65,7 @@ test-faults: install
 # 30 minutes of steady load on `orderstream serve` with the worker and a consumer killed; exit 0 iff it passed
 # (flat memory, no healthy run Crashed, both recoveries within 60 s, 0 lost, 0 applied twice).
 soak: install
-	$(BIN)/python -m orderstream.soak --minutes 30
+	$(BIN)/orderstream soak --minutes 30
 
 bench: install
 	$(BIN)/pip install --quiet -e '.[bench]'
