@@ -9,6 +9,7 @@ from types import TracebackType
 from typing import Any
 
 import pandas as pd
+from psycopg import sql as psycopg_sql
 from sqlalchemy import Engine, func, select
 from sqlalchemy.orm import Session
 
@@ -73,7 +74,7 @@ class PendingRows:
                 self._conn = self._raw.driver_connection
                 self._raw.detach()  # its LISTEN must not go back to the pool
                 self._conn.autocommit = True
-                self._conn.execute(f"LISTEN {PENDING_CHANNEL}")
+                self._conn.execute(psycopg_sql.SQL("LISTEN {}").format(psycopg_sql.Identifier(PENDING_CHANNEL)))
             except Exception as exc:  # noqa: BLE001 - polling still finds every row, only later
                 self._lost(exc)
         return self

@@ -17,16 +17,14 @@ down_revision = '0002'
 branch_labels = None
 depends_on = None
 
-CHANNEL = "order_events_pending"
-
-
 def upgrade() -> None:
     if op.get_bind().dialect.name != "postgresql":
         return
-    op.execute(f"""
+    # The channel is the producer's PENDING_CHANNEL, written out: a migration never changes.
+    op.execute("""
         CREATE FUNCTION order_events_notify_pending() RETURNS trigger LANGUAGE plpgsql AS $$
         BEGIN
-            PERFORM pg_notify('{CHANNEL}', '');
+            PERFORM pg_notify('order_events_pending', '');
             RETURN NULL;
         END $$
     """)
