@@ -6,8 +6,8 @@ Every `TICK_S` a thread of the serving process looks at three things:
   `ServeHandle.check()` raises, so `serve` stops everything else.
 * **The worker.** A process worker that dies leaves its flow-run processes behind (each runs in a
   process group of its own) and their runs Running: nobody would ever report their end, cancel them
-  or restart them (Prefect's zombie runs). So supervision starts a new worker at once and, while it
-  boots, ends the old runs: their processes get SIGTERM (each finishes its batch, commits and
+  or restart them (Prefect's zombie runs). So supervision starts a new worker and a new run of each
+  role at once and, while they boot, ends the old runs: their processes get SIGTERM (each finishes its batch, commits and
   leaves its consumer group; SIGKILL after `STOP_TIMEOUT_S`) and once they are gone the runs are
   marked Crashed. Not before: Prefect lets a run leave Crashed for Completed, which the engine of a
   stopping process would report, and a Completed run is one stopped on purpose. A flow run never
@@ -129,12 +129,21 @@ class Supervisor:
         old = self.handle.worker
         with self.handle.client() as client:
             runs = pool_runs(client, ("PENDING", "RUNNING", "CANCELLING"))
-            new = self.handle.start_worker()  # it boots while the old runs stop
+            new = self.handle.start_worker()
+            # The new runs wait for the new worker while the old runs stop: a consumer's new member
+            # joins its group as the old one leaves it, and a producer waits for the old one's lock.
+            roles = {name for name, deployment_id in self._deployments.items()
+                     if any(run.deployment_id == deployment_id for run in runs)}
+            for name in sorted(roles):
+                self.handle.start_role(name)
+            for run in runs:
+                for role in self._roles.values():
+                    role.restarted.add(run.id)
             names = crash_runs(
                 client, runs,
-                f"its worker exited with code {code}: `orderstream serve` stopped the run and starts its role again",
+                f"its worker exited with code {code}: `orderstream serve` stopped the run and started its role again",
             )
-        detail = f"worker exited with code {code}; ended {len(names)} runs ({', '.join(names) or 'none'})"
+        detail = f"worker exited with code {code}; ended {len(names)} runs ({', '.join(names) or 'none'}), started {len(roles)}"
         self.say(f"{detail}; started a new worker (pid {new.pid})")
         self.recoveries.append(Recovery("worker", old.name if old else "worker", time.time(),
                                         tuple(run.id for run in runs), detail=detail))

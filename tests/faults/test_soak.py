@@ -210,3 +210,43 @@ def test_soak_memory_is_judged_per_process_over_its_own_life() -> None:
     samples += [sample(t, 2, 150.0 if t < 500 else 157.5) for t in range(200, 610, 10)]
     worker = process_memory(samples, 600)["worker"]
     assert worker == {"rss_mb_after_warmup": 150.0, "rss_mb_end": 157.5, "ratio": 1.05}
+
+
+@pytest.mark.unit
+def test_a_dead_worker_is_replaced_with_new_runs_of_its_roles_before_its_old_runs_are_stopped(monkeypatch) -> None:
+    import contextlib
+    import types
+    import uuid
+
+    from orderstream.serve import supervision
+
+    events: list[str] = []
+    deployment = uuid.uuid4()
+    old = types.SimpleNamespace(id=uuid.uuid4(), deployment_id=deployment, name="old-run")
+    other = types.SimpleNamespace(id=uuid.uuid4(), deployment_id=uuid.uuid4(), name="a-run-of-no-role")
+    monkeypatch.setattr(supervision, "pool_runs", lambda client, states: [old, other])
+    monkeypatch.setattr(supervision, "crash_runs",
+                        lambda client, runs, message: events.append(f"crash {len(runs)}") or [r.name for r in runs])
+
+    class Handle(_Handle):
+        worker = types.SimpleNamespace(name="prefect worker")
+
+        def client(self):
+            return contextlib.nullcontext(object())
+
+        def start_worker(self):
+            events.append("worker")
+            return types.SimpleNamespace(pid=1)
+
+        def start_role(self, name: str):
+            events.append(f"role {name}")
+            return super().start_role(name)
+
+    handle = Handle()
+    supervisor = supervision.Supervisor(handle, lambda message: None)  # type: ignore[arg-type]
+    name = handle.long_running[0]
+    supervisor._deployments = {name: deployment}
+    supervisor._replace_worker(-9)
+    assert events == ["worker", f"role {name}", "crash 2"]
+    assert supervisor._roles[name].restarted >= {old.id}  # the tick after does not start it a second time
+    assert supervisor.recoveries[-1].kind == "worker" and "started 1" in supervisor.recoveries[-1].detail
