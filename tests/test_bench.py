@@ -69,7 +69,7 @@ def test_results_markdown_and_plot_are_written(tmp_path):
         "P1": {"pipeline_per_s": 9000.0, "perf_test_per_s": 30000.0, "bare_python_per_s": 60000.0, "ratio": 0.3,
                "goal_met": False, "events": 1000, "record_size_bytes": 321, "runs": []},
         "P2": {"apply_per_s": 12000.0, "consumer_perf_test_per_s": 90000.0, "pg_raw_per_s": 70000.0, "ratio": 0.13,
-               "goal_met": False, "events": 1000, "runs": []},
+               "pg_raw_ratio": 0.17, "goal_met": False, "events": 1000, "runs": []},
         "P5": {"prefect_overhead_share": 0.08, "prefect_only_share": 0.07, "wall_s": 12.0, "task_bodies_s": 11.0,
                "goal_met": False, "events": 1000},
         "cores": 2, "kafka_version": "4.3.1", "quick": True, "repeats": 3, "date": "2026-11-25T00:00:00+00:00",
@@ -79,6 +79,7 @@ def test_results_markdown_and_plot_are_written(tmp_path):
     text = path.read_text()
     assert "| P1 producer pipeline (1,000 events, 321 B) | 9,000/s |" in text
     assert "P3: CountMismatch: example" in text
+    assert "| 0.17 | ratio to PG COPY >= 0.8 | NO |" in text
     assert (tmp_path / "p1_p2.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert markdown_table(result).count("\n") == 4  # header, rule, P1, P2, P5
     assert json.loads(to_json(result))["P1"]["ratio"] == 0.3
@@ -101,7 +102,8 @@ def test_p1_producer_pipeline_and_baselines_send_every_event(env):
 def test_p2_consumer_applies_every_event_and_baselines_read_them(env):
     events = SMALLEST.p2_events
     result = p2_consumer.measure(env, events, repeats=1)
-    assert {"apply_per_s", "consumer_perf_test_per_s", "pg_raw_per_s", "ratio"} <= result.keys()
+    assert {"apply_per_s", "consumer_perf_test_per_s", "pg_raw_per_s", "ratio", "pg_raw_ratio"} <= result.keys()
+    assert result["pg_raw_ratio"] == pytest.approx(result["apply_per_s"] / result["pg_raw_per_s"], rel=0.01)
     assert result["events"] == events
     assert result["runs"][0]["batches"] >= 1
     assert all(result[k] > 0 for k in ("apply_per_s", "consumer_perf_test_per_s", "pg_raw_per_s"))

@@ -124,6 +124,7 @@ BAD_INVOCATIONS: list[tuple[tuple[str, ...], dict, str]] = [
     (("serve", "--port", "70000"), {}, "--port: must be at most 65535"),
     (("bench", "--repeats", "0"), {}, "--repeats: must be at least 1"),
     (("bench", "--write", "{empty_csv}"), {}, "not a directory"),
+    (("bench", "--only", "P9"), {}, "--only P9: no such figure; choose from P1, P2, P3, P4, P5"),
 ]
 
 

@@ -22,7 +22,10 @@ from pathlib import Path
 
 from orderstream.bench.report import machine_facts, print_table, to_json, write_results
 
-__all__ = ["BenchConfig", "FULL", "QUICK", "SMALLEST", "run_bench", "run_measurements", "print_table", "to_json", "write_results"]
+__all__ = [
+    "BenchConfig", "FULL", "MEASUREMENTS", "QUICK", "SMALLEST",
+    "run_bench", "run_measurements", "print_table", "to_json", "write_results",
+]
 
 MEASUREMENTS = ("P1", "P2", "P3", "P4", "P5")
 

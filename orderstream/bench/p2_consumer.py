@@ -15,7 +15,9 @@ One repeat, in a fresh workspace:
    untimed) are COPYed in one transaction into two empty tables created `LIKE` the ledger and
    reservations (indexes and keys included); timed from the first COPY to the commit.
 
-`ratio` is the median of the per-repeat ratios apply / consumer perf test.
+`pg_raw_ratio` (the goal: >= 0.8) is the median of the per-repeat ratios apply / pg raw: what
+the exactly-once consumer keeps of the database's own write speed for the same rows. `ratio` is
+the median of apply / consumer perf test, reported beside it.
 """
 
 from __future__ import annotations
@@ -31,8 +33,7 @@ from orderstream.bench.env import BenchEnv, Workspace
 from orderstream.bench.kafka_tools import consumer_perf
 from orderstream.db.models import ProcessedEvent, Reservation, table_of
 
-GOAL_PER_S = 50_000
-GOAL_RATIO = 0.25
+GOAL_PG_RAW_RATIO = 0.8
 LEDGER_COLUMNS = (
     "consumer_group", "event_id", "topic", "partition", "offset", "outcome", "error_class", "error_message", "processed_at",
 )
@@ -55,6 +56,10 @@ class P2Run:
     @property
     def ratio(self) -> float:
         return self.apply_per_s / self.consumer_perf_test_per_s if self.consumer_perf_test_per_s else 0.0
+
+    @property
+    def pg_raw_ratio(self) -> float:
+        return self.apply_per_s / self.pg_raw_per_s if self.pg_raw_per_s else 0.0
 
 
 def _apply(ws: Workspace, events: int):
@@ -130,8 +135,8 @@ def run_once(env: BenchEnv, events: int) -> P2Run:
         pg_raw_cpu=raw_cpu,
     )
     log.info(
-        "P2 run: apply %.0f/s, consumer perf test %.0f/s, pg raw %.0f/s, ratio %.2f",
-        run.apply_per_s, run.consumer_perf_test_per_s, run.pg_raw_per_s, run.ratio,
+        "P2 run: apply %.0f/s, consumer perf test %.0f/s, pg raw %.0f/s, apply / pg raw %.2f",
+        run.apply_per_s, run.consumer_perf_test_per_s, run.pg_raw_per_s, run.pg_raw_ratio,
     )
     return run
 
@@ -140,15 +145,17 @@ def measure(env: BenchEnv, events: int, repeats: int) -> dict:
     runs = [run_once(env, events) for _ in range(repeats)]
     apply_per_s = median(r.apply_per_s for r in runs)
     ratio = median(r.ratio for r in runs)
+    pg_raw_ratio = median(r.pg_raw_ratio for r in runs)
     return {
         "apply_per_s": rounded(apply_per_s, 0),
         "consumer_perf_test_per_s": rounded(median(r.consumer_perf_test_per_s for r in runs), 0),
         "pg_raw_per_s": rounded(median(r.pg_raw_per_s for r in runs), 0),
+        "pg_raw_ratio": rounded(pg_raw_ratio, 3),
         "ratio": rounded(ratio, 3),
         "consumer_perf_fetch_per_s": rounded(median(r.consumer_perf_fetch_per_s for r in runs), 0),
-        "goal": f"apply_per_s >= {GOAL_PER_S} and ratio >= {GOAL_RATIO}",
-        "goal_met": bool(apply_per_s and ratio and apply_per_s >= GOAL_PER_S and ratio >= GOAL_RATIO),
+        "goal": f"pg_raw_ratio >= {GOAL_PG_RAW_RATIO}",
+        "goal_met": bool(pg_raw_ratio and pg_raw_ratio >= GOAL_PG_RAW_RATIO),
         "events": events,
         "repeats": len(runs),
-        "runs": [{**asdict(r), "ratio": round(r.ratio, 3)} for r in runs],
+        "runs": [{**asdict(r), "ratio": round(r.ratio, 3), "pg_raw_ratio": round(r.pg_raw_ratio, 3)} for r in runs],
     }

@@ -33,14 +33,21 @@ def bench(
     quick: Annotated[bool, typer.Option("--quick", help="smaller counts and shorter runs")] = False,
     repeats: Annotated[int, typer.Option(help="runs per measurement; the median is reported", min=1, max=99)] = 3,
     write: Annotated[Path | None, typer.Option(help="also write RESULTS.md and the plot into this directory")] = None,
+    only: Annotated[list[str] | None, typer.Option("--only", help="measure only these figures (repeatable): P1..P5")] = None,
 ) -> None:
     """Measure the pipeline against Kafka's own perf tools on the same broker (P1..P5)."""
+    from orderstream.bench import MEASUREMENTS
+
     if write is not None and write.exists() and not write.is_dir():
         raise UserError(f"--write {write}: not a directory")
+    chosen = [figure.upper() for figure in only or MEASUREMENTS]
+    unknown = sorted(set(chosen) - set(MEASUREMENTS))
+    if unknown:
+        raise UserError(f"--only {', '.join(unknown)}: no such figure; choose from {', '.join(MEASUREMENTS)}")
     from orderstream.bench import run_bench
     from orderstream.bench.report import print_table, write_results
 
-    result = run_bench(quick=quick, home=None, repeats=repeats)
+    result = run_bench(quick=quick, home=None, repeats=repeats, only=[m for m in MEASUREMENTS if m in chosen])
     if write is not None:
         write_results(result, write)
     if as_json:
