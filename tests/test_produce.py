@@ -18,6 +18,7 @@ from flows.produce import produce_orders
 from orderstream.db.engine import session_factory
 from orderstream.db.models import OrderEvent, ProducerBatch, Quarantine
 from orderstream.errors import BrokerUnavailable
+from orderstream.producer.extract import read_pending
 from orderstream.runtime import settings_in_environment
 from orderstream.source.repository import insert_events
 from tests.helpers import orderstream_env, wait_until
@@ -176,3 +177,32 @@ def test_kill_9_mid_batch_loses_no_event(settings, engine):
     assert produced == {f"k{i}" for i in range(10_000)}
     with session_factory(engine)() as session:
         assert session.scalar(select(func.count()).where(OrderEvent.outcome.is_(None))) == 0
+
+
+def test_a_message_the_broker_refuses_leaves_only_its_row_pending(settings, engine):
+    """Acknowledgements are tied to rows by message number, so one failed message does not hold
+    back the rest of its batch (the broker refuses a value over the topic's max.message.bytes)."""
+    from confluent_kafka.admin import AlterConfigOpType, ConfigEntry, ConfigResource, ResourceType
+
+    from orderstream.db.engine import session_factory as sessions_of
+    from orderstream.kafka import clients
+
+    admin = clients.admin_client(settings)
+    resource = ConfigResource(ResourceType.TOPIC, settings.inventory_topic, incremental_configs=[
+        ConfigEntry("max.message.bytes", "20000", incremental_operation=AlterConfigOpType.SET)])
+    for future in admin.incremental_alter_configs([resource]).values():
+        future.result(30)
+    load(engine, [inventory("i1", "o1"), inventory("big", "o2", note="x" * 60_000), inventory("i3", "o3"),
+                  delivery("d1", "o1")])
+    with settings_in_environment(settings):
+        # One message per request, so that the refusal is that message's alone.
+        from orderstream.kafka.producer import OrderProducer
+        from orderstream.producer.pipeline import finish_batch, send_batch
+
+        with sessions_of(engine)() as session:
+            frame = read_pending(session, 0, 100)
+        with OrderProducer(settings, **{"linger.ms": 0, "batch.num.messages": 1, "compression.type": "none"}) as producer:
+            counts, _ = finish_batch(send_batch(frame, settings, producer), settings, producer, sessions_of(engine))
+    assert (counts.produced_inventory, counts.produced_delivery, counts.unacknowledged) == (2, 1, 1)
+    assert outcomes(engine) == {"i1": "produced", "big": None, "i3": "produced", "d1": "produced"}
+    assert sorted(m.headers["event_id"].decode() for m in read_topic(settings, settings.inventory_topic)) == ["i1", "i3"]

@@ -46,7 +46,7 @@ class DeliveryReport:
     def __post_init__(self) -> None:
         self._answered = threading.Condition(self._lock)
 
-    def on_delivery(self, err: KafkaError | None, msg, number: int = -1) -> None:
+    def on_delivery(self, err: KafkaError | None, msg, *, number: int) -> None:
         """The delivery callback of each of the batch's messages: count acks and where each landed,
         record every failure."""
         with self._lock:
@@ -85,10 +85,6 @@ class DeliveryReport:
         """Until every message is answered or `timeout` passed; True iff all were answered."""
         with self._answered:
             return self._answered.wait_for(self._all_answered, timeout)
-
-    @property
-    def failed_ids(self) -> set[str]:
-        return {event_id for event_id, _ in self.failed}
 
 
 class OrderProducer:
@@ -144,9 +140,9 @@ class OrderProducer:
     ) -> None:
         """Queue one message per key with `report` as its callback; poll as we go so callbacks keep flowing.
 
-        Each message's headers must include its `event_id` (the report names failures by it).
-        `values` and `headers` may be generators: each message is copied into the producer's
-        queue as it is sent.
+        Messages are numbered in the order sent, across every `send` of the report: the report's
+        `positions` name each acknowledged one by its number. `values` and `headers` may be
+        generators: each message is copied into the producer's queue as it is sent.
         """
         produce, callback = self.produce, report.callback
         first = report.expect(len(keys))

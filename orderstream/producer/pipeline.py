@@ -90,22 +90,19 @@ def finish_batch(
     """Await the chunk's acknowledgements, then commit the outcome of every row in one transaction."""
     log = run_logger("orderstream.produce")
     report = producer.await_delivery(batch.delivery, settings.message_timeout_ms / 1000 + 30)
-    unknown = any(event_id == "" for event_id, _ in report.failed)
-    failed = report.failed_ids
     rejected = batch.outcome.rejected
-    # Message numbers count the batch's sent rows in order: inventory rows, then delivery rows.
+    # Message numbers count the batch's sent rows in order: inventory rows, then delivery rows. A row
+    # is produced iff its message was acknowledged; one that failed or was never answered stays pending.
     sent_ids = [int(i) for rows in batch.sent for i in rows["id"]]
-    positions = {sent_ids[number]: (partition, offset) for number, partition, offset in report.positions if number >= 0}
+    positions = {sent_ids[number]: (partition, offset) for number, partition, offset in report.positions}
     produced: dict[int, tuple[int | None, int | None]] = {}
     counts = BatchCounts(extracted=batch.extracted, skipped_other=len(batch.other), quarantined=len(rejected))
     unacknowledged: dict[str, int] = {}  # per topic
     for event_type, topic, rows in zip(ROUTED, (settings.inventory_topic, settings.delivery_topic), batch.sent):
-        # Rows of a failed message stay pending; if the broker left some unanswered we
-        # cannot tell which, so the whole batch stays pending and is re-sent.
-        ok = rows.iloc[0:0] if unknown else rows[~rows["event_id"].isin(failed)]
-        produced.update((int(i), positions.get(int(i), (None, None))) for i in ok["id"])
-        setattr(counts, f"produced_{event_type}", len(ok))
-        unacknowledged[topic] = len(rows) - len(ok)
+        acked = [int(i) for i in rows["id"] if int(i) in positions]
+        produced.update((i, positions[i]) for i in acked)
+        setattr(counts, f"produced_{event_type}", len(acked))
+        unacknowledged[topic] = len(rows) - len(acked)
     counts.unacknowledged = sum(unacknowledged.values())
     with sessions.begin() as session:
         commit_batch(
