@@ -12,7 +12,6 @@ import os
 import re
 import shutil
 import subprocess
-import tempfile
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -20,12 +19,11 @@ from types import TracebackType
 
 from orderstream.errors import UserError
 from orderstream.processes import LOCALHOST, Child, free_ports, wait_until
-from orderstream.stack.jars import default_cache_root
+from orderstream.stack.jars import default_cache_root, maven_cache
 
 POM = Path(__file__).resolve().parent / "registry" / "pom.xml"
 VERSION = re.search(r"<apicurio.version>([^<]+)</apicurio.version>", POM.read_text()).group(1)  # type: ignore[union-attr]
 MIN_JAVA = 21  # Apicurio Registry 3's class files
-MARKER = ".complete"
 START_TIMEOUT_S = 240.0  # 10 s idle; over a minute on 2 busy cores
 JVM_DIRS = Path("/usr/lib/jvm")
 
@@ -58,35 +56,13 @@ def find_java() -> str | None:
 
 def distribution(cache_root: Path | None = None) -> Path:
     """The unpacked registry (its `quarkus-run.jar`), fetched with Maven on first use."""
-    final = (cache_root or default_cache_root()) / f"apicurio-registry-{VERSION}"
-    if (final / MARKER).exists():
-        return final
-    mvn = shutil.which("mvn")
-    if mvn is None:
-        raise UserError("mvn not found on PATH: install Apache Maven (e.g. apt-get install maven)")
-    final.parent.mkdir(parents=True, exist_ok=True)
-    # Unpacked into a temp dir and renamed into place: a killed fetch never looks like a cache.
-    temp = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{final.name}-"))
-    try:
+    return maven_cache(
+        POM, (cache_root or default_cache_root()) / f"apicurio-registry-{VERSION}", f"Apicurio Registry {VERSION}",
         # The plugin's unpack markers go beside the unpacked files, not into a target/ of the checkout.
-        result = subprocess.run(
-            [mvn, "-q", "-B", "-f", str(POM), "dependency:unpack-dependencies", f"-DoutputDirectory={temp}",
-             f"-DmarkersDirectory={temp / '.maven-markers'}"],
-            capture_output=True, text=True,
-        )
-        if result.returncode != 0 or not (temp / "quarkus-run.jar").exists():
-            tail = (result.stdout + result.stderr).strip().splitlines()[-3:]
-            raise UserError(f"Maven could not fetch Apicurio Registry {VERSION}: {' | '.join(tail) or 'no quarkus-run.jar'}")
-        (temp / MARKER).write_text(f"{VERSION}\n")
-        temp.chmod(0o755)
-        try:
-            temp.rename(final)
-        except OSError:
-            if not (final / MARKER).exists():  # not a concurrent fetch that won the race
-                raise
-    finally:
-        shutil.rmtree(temp, ignore_errors=True)
-    return final
+        goal=lambda out: ["dependency:unpack-dependencies", f"-DoutputDirectory={out}",
+                          f"-DmarkersDirectory={out / '.maven-markers'}"],
+        complete=lambda out: (out / "quarkus-run.jar").exists(),
+    )
 
 
 class ThrowawayRegistry:
