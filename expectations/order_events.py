@@ -20,7 +20,10 @@ from functools import cache
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 
 if TYPE_CHECKING:
     import great_expectations as gx
@@ -208,10 +211,19 @@ def configure_order_events(context) -> gx.ExpectationSuite:
     return context.suites.add_or_update(build_order_events_suite())
 
 
+# pandas' own `str` dtype (Arrow-backed, NaN for null), built straight from Arrow arrays.
+TEXT = pd.StringDtype("pyarrow", na_value=np.nan)
+
+
 def _as_text(values: pd.Series):
-    """Values as strings; None, NaN and blank strings become null."""
-    text = values.astype("str")
-    return text.where(text.str.strip() != "").array
+    """Values as strings; None, NaN and blank strings become null.
+
+    The same as `text.where(text.str.strip() != "")`, computed with Arrow's kernels directly:
+    pandas' per-operation overhead was most of the cost of a small batch.
+    """
+    text = pa.array(values.astype("str").array)
+    blank = pc.equal(pc.utf8_trim_whitespace(text), "")
+    return pd.arrays.ArrowStringArray(pc.if_else(blank, pa.scalar(None, text.type), text), dtype=TEXT)
 
 
 def prepare(df: pd.DataFrame) -> pd.DataFrame:

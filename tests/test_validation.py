@@ -300,3 +300,26 @@ def test_a_disagreement_with_gx_is_counted_and_logged(monkeypatch, caplog) -> No
     assert len(outcome.valid) == 2  # the evaluator's verdict stands
     assert _metric("orderstream_validation_disagreements_total", reason=reason) == before + 1
     assert any("b-lenient" in r.message and reason in r.message for r in caplog.records if r.levelname == "ERROR")
+
+
+@pytest.mark.unit
+def test_text_preparation_is_pandas_strip_and_where_computed_with_arrow() -> None:
+    """`_as_text` computes `text.where(text.str.strip() != "")` with Arrow's kernels: same values, same dtype."""
+    import numpy as np
+    from hypothesis import given
+    from hypothesis import strategies as st
+
+    from expectations.order_events import _as_text
+
+    cells = st.one_of(st.none(), st.just(np.nan), st.text(max_size=6), st.sampled_from([" ", "\t\n", "\u00a0", "\u3000 x"]),
+                      st.integers(), st.floats(allow_nan=False), st.booleans())
+
+    @given(st.lists(cells, max_size=30))
+    def same(values: list) -> None:
+        series = pd.Series(values, dtype=object)
+        text = series.astype("str")
+        expected = text.where(text.str.strip() != "").array
+        got = _as_text(series)
+        assert got.dtype == expected.dtype and got.equals(expected), (values, list(got), list(expected))
+
+    same()
