@@ -223,7 +223,8 @@ def _as_text(values: pd.Series):
     """
     text = pa.array(values.astype("str").array)
     blank = pc.equal(pc.utf8_trim_whitespace(text), "")
-    return pd.arrays.ArrowStringArray(pc.if_else(blank, pa.scalar(None, text.type), text), dtype=TEXT)
+    # pandas-stubs do not know pandas 3's `dtype` argument (na_value=NaN is pandas' own `str` dtype).
+    return pd.arrays.ArrowStringArray(pc.if_else(blank, pa.scalar(None, text.type), text), dtype=TEXT)  # type: ignore[call-arg]
 
 
 def prepare(df: pd.DataFrame) -> pd.DataFrame:

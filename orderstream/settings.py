@@ -72,6 +72,9 @@ class Settings(BaseSettings):
     validation_gx_max_rows_behind: int = 100_000
     # Batches waiting together are checked in one GX run of up to this many rows.
     validation_gx_merge_rows: int = 50_000
+    # GX runs at most this often (its ~200 ms fixed cost, back to back, would keep a core busy);
+    # the end of a pass asks for the last check at once.
+    validation_gx_gather_s: float = 5.0
     # How long a produce pass waits at its end for GX to check its last batches.
     validation_gx_drain_timeout_s: float = 300.0
 

@@ -72,3 +72,51 @@ def test_a_dead_worker_is_restarted_and_checks_the_batches_it_had_not(background
     wait_until(lambda: not background._alive, 30, "the checker to see its worker die")
     with pytest.raises(CheckerFailed, match="died 2 times"):
         validate_events(batch(9), checker=background)
+
+
+def _inbox_fed(items: list) -> tuple:
+    """An Inbox reading a pipe that `items` are written to (the parent's side of the protocol)."""
+    import pickle
+
+    from orderstream.validation.gx_worker import Inbox
+
+    read_fd, write_fd = os.pipe()
+    writer = os.fdopen(write_fd, "wb")
+    for item in items:
+        pickle.dump(item, writer)
+    writer.flush()
+    return Inbox(os.fdopen(read_fd, "rb")), writer
+
+
+def _take_within(inbox, max_rows: int, not_before: float, deadline_s: float = 60.0):
+    """`inbox.take(...)` in a thread; what it returned, or "waiting" if it had not after `deadline_s`."""
+    import threading
+
+    out: list = []
+    thread = threading.Thread(target=lambda: out.append(inbox.take(max_rows, not_before)), daemon=True)
+    thread.start()
+    thread.join(deadline_s)
+    return out[0] if out else "waiting"
+
+
+def test_the_worker_gathers_batches_until_its_next_run_unless_rows_pile_up_or_the_parent_flushes() -> None:
+    import time
+
+    from orderstream.validation.gx_check import CheckJob
+    from orderstream.validation.gx_worker import FLUSH
+
+    def job(k: int, rows: int) -> tuple[int, CheckJob]:
+        return k, CheckJob(f"b{k}", pd.DataFrame({"x": range(rows)}), None)  # type: ignore[arg-type]
+
+    far = time.monotonic() + 3600  # the next run is an hour away: only rows or a flush end the wait
+    inbox, writer = _inbox_fed([job(0, 3)])
+    assert _take_within(inbox, max_rows=10, not_before=far, deadline_s=1.0) == "waiting"
+    writer.close()
+    inbox, writer = _inbox_fed([job(0, 6), job(1, 6)])  # 12 rows waiting >= 10: a run at once
+    assert [seq for seq, _ in _take_within(inbox, max_rows=10, not_before=far)] == [0]
+    inbox, writer = _inbox_fed([job(0, 3), job(1, 3), FLUSH])
+    assert [seq for seq, _ in _take_within(inbox, max_rows=10, not_before=far)] == [0, 1]
+    writer.close()
+    inbox, writer = _inbox_fed([job(0, 3)])
+    writer.close()  # the parent closed its input: what is there is checked now
+    assert [seq for seq, _ in _take_within(inbox, max_rows=10, not_before=far)] == [0]

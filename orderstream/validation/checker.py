@@ -8,8 +8,10 @@ Data Docs. It runs beside the producer's thread, not in it: GX in a thread of th
 take the interpreter lock from the hot path, and one process can use one core for Python.
 
 * The check is bounded: a submit waits while the worker is `max_rows_behind` rows behind.
-* `drain()` waits until every submitted batch is checked (a produce pass ends with it, so its
-  Data Docs are complete when the command returns).
+* GX runs at most every `gather_s` seconds, on every batch that arrived meanwhile (its ~200 ms
+  fixed cost would otherwise keep a core busy at a steady trickle of small batches).
+* `drain()` waits until every submitted batch is checked, asking the worker to check at once
+  (a produce pass ends with it, so its Data Docs are complete when the command returns).
 * A worker that dies is restarted and given every unchecked batch again (`MAX_RESTARTS` times
   per process); after that `CheckerFailed` stops the producer rather than let batches go unchecked.
 * A hard kill of the producer takes the worker with it (it reads EOF on its input): batches not
@@ -39,6 +41,7 @@ from orderstream import metrics
 from orderstream.settings import Settings
 from orderstream.validation.evaluator import Rule, rules_of
 from orderstream.validation.gx_check import DEFAULT_MERGE_ROWS, CheckJob, CheckReport, check
+from orderstream.validation.gx_worker import DEFAULT_GATHER_S, FLUSH
 
 log = logging.getLogger("orderstream.validation")
 
@@ -92,18 +95,25 @@ def inline_checker() -> InlineChecker:
 class _Worker:
     """One gx_worker process: jobs pickled to its stdin by a sender thread, reports read from its stdout."""
 
-    def __init__(self, merge_rows: int, on_message: Callable[[_Worker, tuple], None], on_exit: Callable[[_Worker], None]):
+    def __init__(
+        self, merge_rows: int, gather_s: float, on_message: Callable[[_Worker, tuple], None], on_exit: Callable[[_Worker], None]
+    ):
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "orderstream.validation.gx_worker", "--merge-rows", str(merge_rows)],
+            [sys.executable, "-m", "orderstream.validation.gx_worker", "--merge-rows", str(merge_rows),
+             "--gather-s", str(gather_s)],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, start_new_session=True,  # no Ctrl-C mid-check
         )
-        self._outbox: queue.Queue[tuple[int, CheckJob] | None] = queue.Queue()
+        self._outbox: queue.Queue[tuple[int, CheckJob | None] | None] = queue.Queue()
         self._on_message, self._on_exit = on_message, on_exit
         threading.Thread(target=self._send, name="gx-check-send", daemon=True).start()
         threading.Thread(target=self._receive, name="gx-check-receive", daemon=True).start()
 
     def send(self, seq: int, job: CheckJob) -> None:
         self._outbox.put((seq, job))
+
+    def flush(self) -> None:
+        """Check what waits now, without gathering more."""
+        self._outbox.put(FLUSH)
 
     def close_input(self) -> None:
         """No more jobs: the worker checks what it has, then exits."""
@@ -143,8 +153,10 @@ def _close_quietly(stream: IO[bytes]) -> None:
 class BackgroundChecker:
     """GX in a worker process, off the producer's latency path (see the module docstring)."""
 
-    def __init__(self, max_rows_behind: int = 100_000, merge_rows: int = DEFAULT_MERGE_ROWS) -> None:
-        self.max_rows_behind, self.merge_rows = max_rows_behind, merge_rows
+    def __init__(
+        self, max_rows_behind: int = 100_000, merge_rows: int = DEFAULT_MERGE_ROWS, gather_s: float = DEFAULT_GATHER_S
+    ) -> None:
+        self.max_rows_behind, self.merge_rows, self.gather_s = max_rows_behind, merge_rows, gather_s
         self._cond = threading.Condition()
         self._seq = itertools.count()
         self._pending: dict[int, CheckJob] = {}  # submitted, not yet reported; in submit order
@@ -182,9 +194,14 @@ class BackgroundChecker:
     def drain(self, timeout_s: float) -> list[str]:
         """Wait until every submitted batch is checked; the batch ids still unchecked at the deadline."""
         deadline = time.monotonic() + timeout_s
+        flushed: _Worker | None = None
         with self._cond:
             while self._pending and time.monotonic() < deadline:
                 self._ensure_worker()
+                if self._worker is not flushed:  # a restarted worker is asked again
+                    assert self._worker is not None
+                    self._worker.flush()
+                    flushed = self._worker
                 self._cond.wait(min(WAIT_S, max(0.0, deadline - time.monotonic())))
             return [job.batch_id for job in self._pending.values()]
 
@@ -224,7 +241,7 @@ class BackgroundChecker:
             self._restarts += 1
             log.error("the GX check process exited with code %s; restarting it with %d unchecked batches",
                       self._worker.process.returncode, len(self._pending))
-        self._worker, self._alive = _Worker(self.merge_rows, self._on_message, self._on_exit), True
+        self._worker, self._alive = _Worker(self.merge_rows, self.gather_s, self._on_message, self._on_exit), True
         log.info("GX check process %d started", self._worker.process.pid)
         deadline = time.monotonic() + START_TIMEOUT_S
         while self._rules is None:
@@ -264,12 +281,12 @@ _background: BackgroundChecker | None = None
 _background_lock = threading.Lock()
 
 
-def background_checker(max_rows_behind: int, merge_rows: int) -> BackgroundChecker:
+def background_checker(max_rows_behind: int, merge_rows: int, gather_s: float) -> BackgroundChecker:
     """The process's background checker (its limits from the first caller), closed at exit."""
     global _background
     with _background_lock:
         if _background is None:
-            _background = BackgroundChecker(max_rows_behind, merge_rows)
+            _background = BackgroundChecker(max_rows_behind, merge_rows, gather_s)
             atexit.register(_background.close)
         return _background
 
@@ -279,7 +296,9 @@ def producer_checker(settings: Settings) -> Checker:
     """Where the producer's batches are checked by GX: `settings.validation_gx_check`."""
     if settings.validation_gx_check == "inline":
         return inline_checker()
-    return background_checker(settings.validation_gx_max_rows_behind, settings.validation_gx_merge_rows)
+    return background_checker(
+        settings.validation_gx_max_rows_behind, settings.validation_gx_merge_rows, settings.validation_gx_gather_s
+    )
 
 
 def drain_producer_checks(settings: Settings) -> None:

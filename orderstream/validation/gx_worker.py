@@ -6,6 +6,11 @@ works; then it reads (seq, CheckJob) items from stdin and writes ("checked", [(s
 for the jobs it checked, those that waited together in one GX run (`gx_check.check`). At EOF on
 stdin (the parent closed it, or died) it checks what it has and exits 0.
 
+GX costs about 200 ms a run whatever the rows, so a run starts at most every `--gather-s`
+seconds and takes every batch that arrived meanwhile: at a steady trickle of small batches, GX
+would otherwise run back to back and keep a core busy. `FLUSH` from the parent (it is waiting
+for the checks: the end of a pass) starts the next run at once.
+
 Anything else that prints goes to stderr: fd 1 carries the protocol only.
 """
 
@@ -18,6 +23,7 @@ import pickle
 import signal
 import sys
 import threading
+import time
 from collections import deque
 from typing import IO
 
@@ -25,6 +31,9 @@ from orderstream.validation.gx_check import DEFAULT_MERGE_ROWS, CheckJob, check
 from orderstream.validation.gx_suite import suite_configs, warm_up
 
 log = logging.getLogger("orderstream.validation.gx_worker")
+
+FLUSH = (-1, None)  # from the parent: check what is waiting now
+DEFAULT_GATHER_S = 5.0
 
 
 class Inbox:
@@ -34,6 +43,7 @@ class Inbox:
         self._jobs: deque[tuple[int, CheckJob]] = deque()
         self._cond = threading.Condition()
         self._closed = False
+        self._flush = False
         threading.Thread(target=self._read, args=(stream,), name="gx-worker-inbox", daemon=True).start()
 
     def _read(self, stream: IO[bytes]) -> None:
@@ -41,7 +51,10 @@ class Inbox:
             while True:
                 item = pickle.load(stream)
                 with self._cond:
-                    self._jobs.append(item)
+                    if item == FLUSH:
+                        self._flush = True
+                    else:
+                        self._jobs.append(item)
                     self._cond.notify()
         except (EOFError, OSError, pickle.UnpicklingError):
             pass
@@ -50,11 +63,14 @@ class Inbox:
                 self._closed = True
                 self._cond.notify()
 
-    def take(self, max_rows: int) -> list[tuple[int, CheckJob]] | None:
-        """The jobs waiting (at least one, up to `max_rows` rows); None once the input is closed and all are taken."""
+    def take(self, max_rows: int, not_before: float = 0.0) -> list[tuple[int, CheckJob]] | None:
+        """The jobs waiting (at least one, up to `max_rows` rows), once it is `not_before` (monotonic)
+        or `max_rows` are waiting or a flush was asked for; None once the input is closed and all are taken."""
         with self._cond:
             while not self._jobs and not self._closed:
                 self._cond.wait()
+            while not (self._closed or self._flush or self._rows() >= max_rows) and time.monotonic() < not_before:
+                self._cond.wait(not_before - time.monotonic())
             if not self._jobs:
                 return None
             taken = [self._jobs.popleft()]
@@ -63,17 +79,24 @@ class Inbox:
                 seq, job = self._jobs.popleft()
                 taken.append((seq, job))
                 rows += len(job.frame)
+            if not self._jobs:
+                self._flush = False  # everything sent before the flush is taken
             return taken
 
+    def _rows(self) -> int:  # under the lock
+        return sum(len(job.frame) for _, job in self._jobs)
 
-def serve(inbox: Inbox, out: IO[bytes], merge_rows: int) -> None:
+
+def serve(inbox: Inbox, out: IO[bytes], merge_rows: int, gather_s: float = DEFAULT_GATHER_S) -> None:
     def send(message: tuple) -> None:
         pickle.dump(message, out, protocol=5)
         out.flush()
 
     send(("rules", list(suite_configs())))
     warm_up()  # the GX context, before the first batch arrives
-    while (taken := inbox.take(merge_rows)) is not None:
+    next_run = 0.0
+    while (taken := inbox.take(merge_rows, next_run)) is not None:
+        next_run = time.monotonic() + gather_s
         reports = check([job for _, job in taken], merge_rows)
         send(("checked", [(seq, report) for (seq, _), report in zip(taken, reports)]))
 
@@ -81,6 +104,7 @@ def serve(inbox: Inbox, out: IO[bytes], merge_rows: int) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="gx_worker")
     parser.add_argument("--merge-rows", type=int, default=DEFAULT_MERGE_ROWS)
+    parser.add_argument("--gather-s", type=float, default=DEFAULT_GATHER_S)
     args = parser.parse_args(argv)
     out = os.fdopen(os.dup(1), "wb")
     os.dup2(2, 1)  # stray prints (GX's, a library's) go to stderr, not into the protocol
@@ -88,7 +112,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="gx-check %(levelname)s %(message)s")
     logging.getLogger("great_expectations").setLevel(logging.WARNING)  # its INFO narration, as in orderstream.logs
     try:
-        serve(Inbox(sys.stdin.buffer), out, args.merge_rows)
+        serve(Inbox(sys.stdin.buffer), out, args.merge_rows, args.gather_s)
     except BrokenPipeError:
         return 0  # the parent is gone: nobody to report to
     return 0
