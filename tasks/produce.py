@@ -2,12 +2,19 @@
 
 Thin wrappers over `orderstream.producer.pipeline`; only I/O is retried (the extract reads the
 database). Sessions and producers are not hashable inputs: nothing here caches.
+
+The steps hand their inputs over `quote`d: Prefect would otherwise walk each one looking for
+futures to wait on, through a chunk's frame, the settings and the batch's delivery report, whose
+acknowledgements keep arriving while it walks (it then fails to rebuild the changed dataclass).
 """
 
 from __future__ import annotations
 
+from typing import Any
+
 from prefect import task
 from prefect.cache_policies import NO_CACHE
+from prefect.utilities.annotations import quote
 from sqlalchemy.orm import Session, sessionmaker
 
 from orderstream.kafka.producer import OrderProducer
@@ -50,4 +57,15 @@ def publish_validation_artifact(outcome: ValidationOutcome, batch_id: str) -> No
     )
 
 
-BATCH_STEPS = pipeline.Steps(extract=extract_chunk, send=send_batch, finish=finish_batch.submit)
+def batch_steps(extract: Any = extract_chunk, send: Any = send_batch, finish: Any = finish_batch) -> pipeline.Steps:
+    """A pass's steps as runs of these tasks (the benchmark passes timed copies), inputs quoted."""
+    return pipeline.Steps(
+        extract=extract,
+        send=lambda frame, settings, producer: send(quote(frame), quote(settings), quote(producer)),
+        finish=lambda batch, settings, producer, sessions: finish.submit(
+            quote(batch), quote(settings), quote(producer), quote(sessions)
+        ),
+    )
+
+
+BATCH_STEPS = batch_steps()

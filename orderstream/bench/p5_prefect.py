@@ -107,17 +107,12 @@ def instrumented() -> tuple[Callable, Clocks]:
     """A produce flow whose flow body and task steps are timed."""
     from prefect import flow
 
-    from orderstream.producer.pipeline import Steps
     from orderstream.producer.run import run_producer
     from orderstream.runtime import open_runtime
-    from tasks.produce import extract_chunk, finish_batch, send_batch
+    from tasks.produce import batch_steps, extract_chunk, finish_batch, send_batch
 
     clocks = Clocks()
-    steps = Steps(
-        extract=_TimedTask(extract_chunk, clocks),
-        send=_TimedTask(send_batch, clocks),
-        finish=_TimedTask(finish_batch, clocks).submit,
-    )
+    steps = batch_steps(_TimedTask(extract_chunk, clocks), _TimedTask(send_batch, clocks), _TimedTask(finish_batch, clocks))
 
     def produce_orders():
         return run_producer(open_runtime(), batch_steps=steps)
