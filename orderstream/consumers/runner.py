@@ -26,6 +26,7 @@ import datetime as dt
 import gc
 import logging
 import os
+import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -54,6 +55,7 @@ log = logging.getLogger(__name__)
 # Failover after a crashed member takes at most this long (librdkafka's default is 45 s).
 SESSION_TIMEOUT_MS = 10_000
 HEARTBEAT_INTERVAL_MS = 2_000
+CLOSE_TIMEOUT_S = 60.0
 BACKOFF_INITIAL_S = 0.2
 BACKOFF_MAX_S = 10.0
 METADATA_TIMEOUT_S = 10.0
@@ -126,6 +128,16 @@ class BatchConsumer:
         # One client id per process: `kafka-consumer-groups --describe` shows which member is which.
         client_id = f"orderstream-{self.handler.role}-{os.getpid()}"
         return clients.consumer(self.settings, self.group, client_id, **overrides)
+
+    def _close(self, consumer: Consumer) -> None:
+        """Leave the group, waiting at most CLOSE_TIMEOUT_S: the offsets are committed already, and a
+        close stuck in librdkafka (seen once for a static member whose predecessors were killed)
+        must not hold the process for ever."""
+        closer = threading.Thread(target=consumer.close, name=f"{self.group}-close", daemon=True)
+        closer.start()
+        closer.join(CLOSE_TIMEOUT_S)
+        if closer.is_alive():
+            log.error("%s: the Kafka consumer did not close within %.0f s; going on without it", self.group, CLOSE_TIMEOUT_S)
 
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         log.info("%s: assigned %s", self.group, [p.partition for p in partitions])
@@ -384,7 +396,7 @@ class BatchConsumer:
                 self._in_flight = None
             applier.shutdown(wait=True)
             try:
-                consumer.close()
+                self._close(consumer)
             finally:
                 self._consumer = None
                 self._admin = None
