@@ -132,13 +132,13 @@ class Supervisor:
             new = self.handle.start_worker()
             # The new runs wait for the new worker while the old runs stop: a consumer's new member
             # joins its group as the old one leaves it, and a producer waits for the old one's lock.
-            roles = {name for name, deployment_id in self._deployments.items()
-                     if any(run.deployment_id == deployment_id for run in runs)}
-            for name in sorted(roles):
+            role_of = {deployment_id: name for name, deployment_id in self._deployments.items()}
+            roles = sorted({role_of[run.deployment_id] for run in runs if run.deployment_id in role_of})
+            for name in roles:
                 self.handle.start_role(name)
             for run in runs:
-                for role in self._roles.values():
-                    role.restarted.add(run.id)
+                if run.deployment_id in role_of:  # its role has a new run: the next tick leaves it
+                    self._roles[role_of[run.deployment_id]].restarted.add(run.id)
             names = crash_runs(
                 client, runs,
                 f"its worker exited with code {code}: `orderstream serve` stopped the run and started its role again",
