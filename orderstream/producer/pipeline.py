@@ -99,7 +99,7 @@ def finish_batch(
     counts = BatchCounts(extracted=batch.extracted, skipped_other=len(batch.other), quarantined=len(rejected))
     unacknowledged: dict[str, int] = {}  # per topic
     for event_type, topic, rows in zip(ROUTED, (settings.inventory_topic, settings.delivery_topic), batch.sent):
-        acked = [int(i) for i in rows["id"] if int(i) in positions]
+        acked = [i for i in map(int, rows["id"]) if i in positions]
         produced.update((i, positions[i]) for i in acked)
         setattr(counts, f"produced_{event_type}", len(acked))
         unacknowledged[topic] = len(rows) - len(acked)
