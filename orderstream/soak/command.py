@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 import sys
 import time
 from typing import Annotated
@@ -28,8 +29,23 @@ def soak_command(
     def say(message: str) -> None:
         progress.print(f"[dim]soak {time.monotonic() - started:6.0f}s:[/] {message}", highlight=False, soft_wrap=True)
 
-    soak = run_soak(minutes, rate, say=say)
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, _interrupt)
+    try:
+        soak = run_soak(minutes, rate, say=say)
+    except KeyboardInterrupt:
+        progress.print("soak: interrupted; the stack and the served roles it started are stopped")
+        raise typer.Exit(130) from None
     print_report(soak.result, soak.outcome, soak.home, Console(stderr=as_json))
     if as_json:
         sys.stdout.write(orjson.dumps(soak.result).decode() + "\n")
     raise typer.Exit(0 if soak.result["passed"] else 1)
+
+
+def _interrupt(signum: int, _frame: object) -> None:
+    """SIGTERM (or Ctrl-C): the soak unwinds and stops everything it started (the default action
+    would leave the broker, PostgreSQL and the flow runs behind). Further signals are ignored so
+    that nothing cuts the teardown short."""
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, signal.SIG_IGN)
+    raise KeyboardInterrupt
