@@ -61,6 +61,11 @@ class Settings(BaseSettings):
     produce_poll_interval_s: float = 0.05
     # Continuous mode on PostgreSQL: woken by a notification of new rows, it still looks this often.
     produce_safety_poll_s: float = 1.0
+    # Continuous mode: passes start at most this often. Each pass has a fixed cost (validation,
+    # two statements, a commit): at one pass per source commit the producer would spin on a core
+    # at any steady rate, starving the consumers of the same machine. An idle producer woken by
+    # new rows starts at once.
+    produce_gather_s: float = 0.0
     message_timeout_ms: int = 120_000
     producer_lock_timeout_s: float = 30.0
 

@@ -354,3 +354,24 @@ def test_a_merged_gx_run_puts_each_failing_row_in_its_own_batch() -> None:
     assert [j.failing[between].tolist() for j in judgements] == [[], [1], []]
     assert [j.stats[between].evaluated for j in judgements] == [3, 3, 3]
     assert np.all([len(j.failing[REASONS.index("created_at is required")]) == 3 for j in judgements])
+
+
+@settings(max_examples=6, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow,
+                                                                                HealthCheck.data_too_large])
+@given(st.lists(hostile_frames(max_rows=20), min_size=2, max_size=4))
+def test_results_kept_for_data_docs_are_gx_serialization_byte_for_byte(tmp_path_factory, raws: list[pd.DataFrame]) -> None:
+    from orderstream.validation.docs import ResultKeeper
+
+    frames = [prepare(raw) for raw in raws]
+    for k, frame in enumerate(frames):  # distinct ids per batch, as above, so that they run together
+        frame["event_id"] = frame["event_id"].where(frame["event_id"].isna(), frame["event_id"].str.slice(0, 60) + f"#{k}")
+    jobs = [CheckJob(f"b{k}", frame, Judgement([], [])) for k, frame in enumerate(frames)]
+    kept = 0
+    for group in groups(jobs, merge_rows=10_000):
+        keeper = ResultKeeper(tmp_path_factory.mktemp("docs"))  # one per group, as the check makes them
+        store = keeper._store
+        for job, (suite_result, _) in zip(group, split_results(group)):
+            key = keeper.keep(suite_result, job.frame, job.batch_id)
+            assert store.store_backend.get(store.key_to_tuple(key)) == store.serialize(suite_result), job.batch_id
+            kept += 1
+    assert kept == len(jobs)

@@ -91,3 +91,38 @@ def test_the_continuous_producer_sends_rows_committed_while_it_waits(settings, e
     wait_until(lambda: "while-waiting" in sent(), 60, "the row committed while the producer waited to be produced")
     thread.join(60)
     assert not thread.is_alive() and produced[0].counts.produced_inventory == 2
+
+
+def test_a_stream_of_commits_is_gathered_into_one_pass_per_gather_interval(settings, engine):
+    """`produce_gather_s`: an idle producer sends at once; while rows keep coming, passes start at
+    most that often. Without it, each of the three commits below would be a batch of its own."""
+    import time
+
+    from sqlalchemy import func, select
+
+    from flows.produce import produce_orders
+    from orderstream.db.models import ProducerBatch
+    from orderstream.runtime import settings_in_environment
+    from orderstream.validation.checker import producer_checker
+    from tests.topics import read_topic
+
+    producer_checker(settings).rules()
+    insert(engine, "first")
+    produced: list = []
+    with settings_in_environment(settings.model_copy(update={"produce_gather_s": 4.0})):
+        thread = threading.Thread(target=lambda: produced.append(produce_orders(continuous=True, duration_s=15)),
+                                  daemon=True)
+        thread.start()
+
+        def sent() -> set[str]:
+            return {r.headers["event_id"].decode() for r in read_topic(settings, settings.inventory_topic)}
+
+        wait_until(lambda: "first" in sent(), 60, "the row waiting at the start to be sent at once")
+        for k in range(3):  # a stream: a commit every 0.2 s, well inside the 4 s gather interval
+            insert(engine, f"next-{k}")
+            time.sleep(0.2)
+        wait_until(lambda: {"next-0", "next-1", "next-2"} <= sent(), 60, "the stream to be sent")
+        thread.join(60)
+    assert not thread.is_alive() and produced[0].counts.produced_inventory == 4
+    with session_factory(engine)() as session:
+        assert session.scalar(select(func.count()).select_from(ProducerBatch)) == 2

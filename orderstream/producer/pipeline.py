@@ -215,6 +215,8 @@ def produce_pass(
                 if finishing is not None:
                     finished()
                 finishing = finish(sent, settings, producer, sessions)
+                if len(frame) < chunk_size:  # the read reached the end: rows committed since are the next pass's
+                    break
         finally:
             if finishing is not None:
                 finished()

@@ -32,6 +32,8 @@ class BatchCounts:
 
 def _mark(session: Session, ids: list[int], outcome: str, batch_id: str) -> None:
     """Mark rows that were not produced (skipped, quarantined)."""
+    if not ids:
+        return
     values = {"outcome": outcome, "batch_id": batch_id, "produced_at": None}
     if is_postgres(session.get_bind()):
         # One array parameter instead of thousands of placeholders.

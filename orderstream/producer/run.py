@@ -79,7 +79,12 @@ def _run(
             with PendingRows(engine, interval, settings.produce_safety_poll_s) as pending:
                 how = "woken by new rows" if pending.listening else f"polling every {interval:.2f}s"
                 log.info("continuous produce: %s", how)
+                next_pass = 0.0
                 while not stop_requested.is_set() and (deadline is None or time.monotonic() < deadline):
+                    gather = next_pass - time.monotonic()
+                    if gather > 0 and stop_requested.wait(gather):
+                        break
+                    next_pass = time.monotonic() + settings.produce_gather_s
                     pending.clear()
                     one = produce_pass(settings, producer, sessions, chunk_size=chunk)
                     if one.batches:

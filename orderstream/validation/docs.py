@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Iterable
 from datetime import UTC, datetime
@@ -29,30 +30,69 @@ def _docs_context(docs_dir: str):
     return context
 
 
-def keep_validation_result(docs_dir: Path, suite_result, frame: pd.DataFrame, batch_id: str) -> None:
-    """Store one batch's result in docs_dir's validation results store, for `build_data_docs`.
+class ResultKeeper:
+    """Stores batches' results in docs_dir's validation results store, for `build_data_docs`.
 
     Rendering is left to the report: building the site costs far more than validating a batch.
-    The kept result holds the counts and a sample of failing rows (event_id and value) per
+    A kept result holds the counts and a sample of failing rows (event_id and value) per
     expectation; every failing row with all its reasons is in the quarantine already.
-    """
-    from great_expectations.core.run_identifier import RunIdentifier
-    from great_expectations.data_context.types.resource_identifiers import (
-        ExpectationSuiteIdentifier,
-        ValidationResultIdentifier,
-    )
 
-    context = _docs_context(str(Path(docs_dir).resolve()))
-    for one in suite_result.results:
-        one.result = _docs_sample(one.result or {}, frame, one.expectation_config.meta["field"])
-    run_id = RunIdentifier(run_name=batch_id, run_time=datetime.now(UTC))
-    suite_result.meta.update({"run_id": run_id, "validation_time": run_id.run_time})
-    key = ValidationResultIdentifier(
-        expectation_suite_identifier=ExpectationSuiteIdentifier(name=SUITE_NAME),
-        run_id=run_id,
-        batch_identifier=batch_id,
-    )
-    context.validation_results_store.set(key, suite_result)
+    GX's own serialization of a result (a deep copy and two marshmallow passes) cost more than
+    GX's run of a whole merged group, once per batch. The results cut from one merged run share
+    their expectation configurations and differ only in counts, verdicts and run ids, so the
+    first result with a given expectation is serialized by GX and the others reuse that text of
+    the configuration: the stored text is GX's own, byte for byte (tests/test_data_docs_store.py).
+    """
+
+    def __init__(self, docs_dir: Path) -> None:
+        self._store = _docs_context(str(Path(docs_dir).resolve())).validation_results_store
+        self._entries: dict[int, dict] = {}  # per expectation configuration (by identity): its serialized entry
+        self._top: dict | None = None  # what every result of the suite serializes to besides its own fields
+
+    def keep(self, suite_result, frame: pd.DataFrame, batch_id: str):
+        """Store one batch's result; its key in the store."""
+        from great_expectations.core.run_identifier import RunIdentifier
+        from great_expectations.data_context.types.resource_identifiers import (
+            ExpectationSuiteIdentifier,
+            ValidationResultIdentifier,
+        )
+
+        for one in suite_result.results:
+            one.result = _docs_sample(one.result or {}, frame, one.expectation_config.meta["field"])
+        run_id = RunIdentifier(run_name=batch_id, run_time=datetime.now(UTC))
+        suite_result.meta.update({"run_id": run_id, "validation_time": run_id.run_time})
+        key = ValidationResultIdentifier(
+            expectation_suite_identifier=ExpectationSuiteIdentifier(name=SUITE_NAME),
+            run_id=run_id,
+            batch_identifier=batch_id,
+        )
+        self._store.store_backend.set(self._store.key_to_tuple(key), self._serialized(suite_result))
+        return key
+
+    def _serialized(self, suite_result) -> str:
+        from great_expectations.util import convert_to_json_serializable
+
+        if self._top is None or any(id(one.expectation_config) not in self._entries for one in suite_result.results):
+            text = self._store.serialize(suite_result)
+            parsed = json.loads(text)
+            for one, entry in zip(suite_result.results, parsed["results"]):
+                self._entries[id(one.expectation_config)] = entry
+            self._top = {k: v for k, v in parsed.items() if k not in OWN_FIELDS}
+            return text
+        return json.dumps({
+            **self._top,
+            "success": bool(suite_result.success),
+            "statistics": convert_to_json_serializable(suite_result.statistics),
+            "meta": convert_to_json_serializable(suite_result.meta),
+            "results": [
+                {**self._entries[id(one.expectation_config)], "success": bool(one.success),
+                 "result": convert_to_json_serializable(one.result)}
+                for one in suite_result.results
+            ],
+        }, indent=2, sort_keys=True)
+
+
+OWN_FIELDS = ("success", "statistics", "meta", "results")  # what differs between the results of one suite
 
 
 def _docs_sample(result: dict, frame: pd.DataFrame, field: str) -> dict:

@@ -194,6 +194,7 @@ class Batch:
         self.positions = frame.index.to_numpy(dtype=np.int64)
         self._of_type: dict[str | None, np.ndarray] = {}
         self._nonnull: dict[str, np.ndarray] = {}
+        self._judged: dict[tuple[str | None, str], pd.Series] = {}
 
     def of_type(self, event_type: str | None) -> np.ndarray:
         """Which rows a rule of `event_type` judges (every row for None)."""
@@ -209,6 +210,16 @@ class Batch:
             self._nonnull[column] = self.frame[column].notnull().to_numpy(dtype=bool)
         return self._nonnull[column]
 
+    def judged_values(self, event_type: str | None, column: str) -> pd.Series:
+        """The non-null values of `column` in the rows a rule of `event_type` judges (shared by
+        the rules on the same column and rows; pandas' per-call cost dominates a small batch)."""
+        key = (event_type, column)
+        if key not in self._judged:
+            rows = self.of_type(event_type) & self.nonnull(column)
+            values = self.frame[column]
+            self._judged[key] = values if rows.all() else values[rows]
+        return self._judged[key]
+
 
 def evaluate_rule(rule: Rule, batch: Batch) -> tuple[ExpectationStat, np.ndarray]:
     """The stat of one supported rule on the rows it judges, and the positions of the rows it failed."""
@@ -223,7 +234,7 @@ def evaluate_rule(rule: Rule, batch: Batch) -> tuple[ExpectationStat, np.ndarray
         positions = batch.positions[judged_rows & ~nonnull]
         unexpected = len(positions)
         return rule.stat(element_count, unexpected, _success(rule, element_count, 0, unexpected)), positions
-    judged = batch.frame[rule.column][judged_rows & nonnull]
+    judged = batch.judged_values(rule.applies_to, rule.column)
     condition = IMPLEMENTED[rule.type].condition
     assert condition is not None
     try:

@@ -8,7 +8,7 @@ that cannot change a verdict: every rule is row by row, except uniqueness, and t
 share no value of a column that must be unique; their columns also have the same dtypes (a
 number column of one batch can be int64 and of the next float64, and GX compares by dtype).
 
-Each batch's result goes to its Data Docs (`keep_validation_result`) whatever the comparison
+Each batch's result goes to its Data Docs (`docs.ResultKeeper`) whatever the comparison
 says; a difference between the evaluator and GX is reported as `Disagreement`s, never hidden.
 """
 
@@ -71,12 +71,26 @@ def check(jobs: list[CheckJob], merge_rows: int = DEFAULT_MERGE_ROWS) -> list[Ch
                 reports.append(_failed(group[0], exc))
                 continue
             results = [_alone(job) for job in group]  # one by one, to find which batch GX cannot judge
+        keepers = _Keepers()
         for job, result in zip(group, results):
             try:
-                reports.append(_failed(job, result) if isinstance(result, Exception) else _compare_and_keep(job, *result))
+                if isinstance(result, Exception):
+                    reports.append(_failed(job, result))
+                else:
+                    reports.append(_compare_and_keep(job, *result, keepers))
             except Exception as exc:  # noqa: BLE001 - as above
                 reports.append(_failed(job, exc))
     return reports
+
+
+class _Keepers(dict):
+    """One `ResultKeeper` per Data Docs directory, for the results of one group."""
+
+    def __missing__(self, docs_dir: Path) -> Any:
+        from orderstream.validation.docs import ResultKeeper
+
+        keeper = self[docs_dir] = ResultKeeper(docs_dir)
+        return keeper
 
 
 def _alone(job: CheckJob) -> tuple[Any, list[Any]] | Exception:
@@ -90,13 +104,11 @@ def _failed(job: CheckJob, exc: Exception) -> CheckReport:
     return CheckReport(job.batch_id, len(job.frame), [Disagreement("(GX check failed)", 1, f"{type(exc).__name__}: {exc}")])
 
 
-def _compare_and_keep(job: CheckJob, suite_result: Any, not_run: list[Any]) -> CheckReport:
+def _compare_and_keep(job: CheckJob, suite_result: Any, not_run: list[Any], keepers: _Keepers) -> CheckReport:
     gx = judgement_of(suite_result, not_run, [stat.reason for stat in job.judgement.stats])
     found = disagreements(job.judgement, gx)
     if job.docs_dir is not None:
-        from orderstream.validation.docs import keep_validation_result
-
-        keep_validation_result(job.docs_dir, suite_result, job.frame, job.batch_id)
+        keepers[job.docs_dir].keep(suite_result, job.frame, job.batch_id)
     return CheckReport(job.batch_id, len(job.frame), found)
 
 

@@ -41,6 +41,7 @@ class Inbox:
 
     def __init__(self, stream: IO[bytes]) -> None:
         self._jobs: deque[tuple[int, CheckJob]] = deque()
+        self._rows = 0  # in the waiting jobs
         self._cond = threading.Condition()
         self._closed = False
         self._flush = False
@@ -55,6 +56,7 @@ class Inbox:
                         self._flush = True
                     else:
                         self._jobs.append(item)
+                        self._rows += len(item[1].frame)
                     self._cond.notify()
         except (EOFError, OSError, pickle.UnpicklingError):
             pass
@@ -69,7 +71,7 @@ class Inbox:
         with self._cond:
             while not self._jobs and not self._closed:
                 self._cond.wait()
-            while not (self._closed or self._flush or self._rows() >= max_rows) and time.monotonic() < not_before:
+            while not (self._closed or self._flush or self._rows >= max_rows) and time.monotonic() < not_before:
                 self._cond.wait(not_before - time.monotonic())
             if not self._jobs:
                 return None
@@ -79,12 +81,10 @@ class Inbox:
                 seq, job = self._jobs.popleft()
                 taken.append((seq, job))
                 rows += len(job.frame)
+            self._rows -= rows
             if not self._jobs:
                 self._flush = False  # everything sent before the flush is taken
             return taken
-
-    def _rows(self) -> int:  # under the lock
-        return sum(len(job.frame) for _, job in self._jobs)
 
 
 def serve(inbox: Inbox, out: IO[bytes], merge_rows: int, gather_s: float = DEFAULT_GATHER_S) -> None:

@@ -51,6 +51,72 @@ def test_scaled_down_soak_recovers_from_both_kills_keeps_memory_flat_and_loses_n
     assert soak.outcome.audit["produced"] > 0 and soak.outcome.audit["pending"] == 0
 
 
+# --- a soak stopped by an operator -----------------------------------------------------------------
+
+
+def _processes(where) -> set[int]:
+    """Live processes (other than this one) for which `where(cmdline, environ)` holds."""
+    from pathlib import Path
+
+    found = set()
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit() or int(proc.name) == os.getpid():
+            continue
+        try:
+            if where((proc / "cmdline").read_bytes(), (proc / "environ").read_bytes()):
+                found.add(int(proc.name))
+        except OSError:  # gone meanwhile
+            continue
+    return found
+
+
+def _mentioning(home: str) -> set[int]:
+    return _processes(lambda cmdline, environ: home.encode() in cmdline or home.encode() in environ)
+
+
+def _postmasters() -> set[int]:
+    return _processes(lambda cmdline, _environ: cmdline.startswith(b"/") and b"postgres\x00-D\x00" in cmdline)
+
+
+@pytest.mark.fault
+@pytest.mark.timeout(900)
+def test_a_soak_stopped_by_sigterm_stops_the_stack_and_the_served_roles_it_started() -> None:
+    import queue
+    import re
+    import signal
+    import subprocess
+    import sys
+    import threading
+
+    from orderstream.processes import wait_until
+
+    postmasters_before = _postmasters()
+    soak = subprocess.Popen([sys.executable, "-m", "orderstream", "soak", "--minutes", "5", "--rate", "50"],
+                            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    lines: queue.Queue[str] = queue.Queue()
+    said: list[str] = []
+    threading.Thread(target=lambda: [lines.put(line) for line in soak.stderr], daemon=True).start()  # type: ignore[union-attr]
+
+    def heard(words: str) -> bool:
+        while not lines.empty():
+            said.append(lines.get())
+        return any(words in line for line in said)
+
+    try:
+        assert wait_until(lambda: heard("load started"), 300, interval=0.5), "".join(said)
+        home = re.search(r"home (\S+)", "".join(said)).group(1)  # type: ignore[union-attr]
+        assert _mentioning(home), "the served roles run with the soak's home"
+        soak.send_signal(signal.SIGTERM)
+        assert soak.wait(240) == 130
+    finally:
+        if soak.poll() is None:
+            soak.kill()
+    assert wait_until(lambda: heard("interrupted"), 10, interval=0.2), "".join(said)
+    assert not any("Traceback" in line for line in said), "".join(said)
+    assert wait_until(lambda: not _mentioning(home), 30, interval=0.5), _mentioning(home)
+    assert _postmasters() <= postmasters_before
+
+
 # --- the zombie automation on its own -------------------------------------------------------------
 
 ZOMBIE_WITHIN_S = 20  # the shipped 120 s, shortened: the test is about which runs it crashes
