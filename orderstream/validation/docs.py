@@ -41,7 +41,7 @@ class ResultKeeper:
     GX's run of a whole merged group, once per batch. The results cut from one merged run share
     their expectation configurations and differ only in counts, verdicts and run ids, so the
     first result with a given expectation is serialized by GX and the others reuse that text of
-    the configuration: the stored text is GX's own, byte for byte (tests/test_data_docs_store.py).
+    the configuration: the stored text is GX's own, byte for byte (tests/test_evaluator_equivalence.py).
     """
 
     def __init__(self, docs_dir: Path) -> None:
