@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 
 from expectations.order_events import ROW
-from orderstream.validation.evaluator import NOT_NULL
+from orderstream.validation.evaluator import NOT_NULL, Batch
 from orderstream.validation.gx_suite import judgement_of, run_suite, stat_of, suite_configs
 from orderstream.validation.verdicts import Disagreement, Judgement, ValidationFailed, disagreements
 
@@ -172,26 +172,12 @@ def split_results(group: list[CheckJob]) -> list[tuple[Any, list[Any]]]:
 class _Owners:
     """Which job each row of the merged frame came from, and the per-job counts the cut needs,
     with numpy over the merged frame: per job and expectation with pandas, the cut cost more
-    than GX's run itself."""
+    than GX's run itself. The row masks are the evaluator's (`Batch`), on the merged frame."""
 
     def __init__(self, merged: pd.DataFrame, lengths: list[int]) -> None:
-        self.merged, self.jobs = merged, len(lengths)
+        self.rows, self.jobs = Batch(merged), len(lengths)
         self.offsets = np.cumsum([0, *lengths])
         self.owner = np.repeat(np.arange(self.jobs), lengths)
-        self._judged: dict[str | None, np.ndarray] = {}
-        self._nonnull: dict[str, np.ndarray] = {}
-
-    def judged(self, event_type: str | None) -> np.ndarray:
-        if event_type not in self._judged:
-            rows = np.ones(len(self.merged), dtype=bool) if event_type is None else (
-                (self.merged["type"] == event_type).to_numpy(dtype=bool, na_value=False))
-            self._judged[event_type] = rows
-        return self._judged[event_type]
-
-    def nonnull(self, column: str) -> np.ndarray:
-        if column not in self._nonnull:
-            self._nonnull[column] = self.merged[column].notnull().to_numpy(dtype=bool)
-        return self._nonnull[column]
 
     def per_job(self, rows: np.ndarray) -> np.ndarray:
         """How many of `rows` (a mask over the merged frame) each job has."""
@@ -213,9 +199,9 @@ def _cut(one: Any, owners: _Owners) -> list[Any]:
     from orderstream.validation.results import failing_rows
 
     config = one.expectation_config
-    judged = owners.judged(config.meta.get("applies_to"))
+    judged = owners.rows.of_type(config.meta.get("applies_to"))
     element_counts = owners.per_job(judged)
-    nonnull_counts = owners.per_job(judged & owners.nonnull(config.kwargs["column"]))
+    nonnull_counts = owners.per_job(judged & owners.rows.nonnull(config.kwargs["column"]))
     failing = owners.split(np.asarray(failing_rows(one.result), dtype=np.int64))
     pieces: list[Any] = []
     totals = [0, 0]
