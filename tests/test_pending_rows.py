@@ -126,3 +126,70 @@ def test_a_stream_of_commits_is_gathered_into_one_pass_per_gather_interval(setti
     assert not thread.is_alive() and produced[0].counts.produced_inventory == 4
     with session_factory(engine)() as session:
         assert session.scalar(select(func.count()).select_from(ProducerBatch)) == 2
+
+
+def test_the_continuous_producer_reads_above_what_it_read_and_finds_late_rows_in_a_full_pass(settings, engine, db_url):
+    """A continuous pass reads only rows above the highest id read so far (on PostgreSQL a read from
+    the first id walks an index entry of every row produced since the last vacuum); a row committed
+    late below that id is still sent, by the full pass that runs every `produce_safety_poll_s`."""
+    from sqlalchemy import event
+    from sqlalchemy.engine import Engine
+    from sqlalchemy.sql import Select
+
+    from flows.produce import produce_orders
+    from orderstream.runtime import settings_in_environment
+    from orderstream.validation.checker import producer_checker
+    from tests.topics import read_topic
+
+    safety_poll_s, duration_s = 3.0, 14.0
+    reads_from: list[int] = []  # the `id >` bound of every extract of the producer
+
+    def record(conn, clause, multiparams, params, options) -> None:
+        if isinstance(clause, Select) and "order_events.outcome IS NULL" in str(clause):
+            reads_from.extend(v for k, v in clause.compile().params.items() if k.startswith("id_"))
+
+    def sent() -> list[str]:
+        return [r.headers["event_id"].decode() for r in read_topic(settings, settings.inventory_topic)]
+
+    producer_checker(settings).rules()
+    insert(engine, "first")
+    produced: list = []
+    event.listen(Engine, "before_execute", record)
+    try:
+        with settings_in_environment(settings.model_copy(update={"produce_safety_poll_s": safety_poll_s})):
+            thread = threading.Thread(
+                target=lambda: produced.append(produce_orders(continuous=True, duration_s=duration_s)), daemon=True
+            )
+            thread.start()
+            wait_until(lambda: "first" in sent(), 60, "the first row to be sent")
+            late = not db_url.startswith("sqlite")  # SQLite serialises writers: no row commits late there
+            if late:  # a writer takes an id, then commits after a later row was sent
+                taken, release = threading.Event(), threading.Event()
+
+                def late_writer() -> None:
+                    with session_factory(engine).begin() as session:
+                        row = {"event_id": "late", "order_id": "o2", "type": "inventory",
+                               "created_at": "2026-11-25T10:00:00Z", "sku": "SKU-1", "quantity": "1"}
+                        insert_events(session, pd.DataFrame.from_records([row]))
+                        taken.set()
+                        release.wait(60)
+
+                writer = threading.Thread(target=late_writer, daemon=True)
+                writer.start()
+                assert taken.wait(30)
+            insert(engine, "after")
+            wait_until(lambda: "after" in sent(), 60, "the row above the one read to be sent")
+            if late:
+                release.set()
+                writer.join(30)
+                wait_until(lambda: "late" in sent(), 2 * safety_poll_s + 30, "the late row to be sent by a full pass")
+            thread.join(duration_s + 60)
+    finally:
+        event.remove(Engine, "before_execute", record)
+    assert not thread.is_alive()
+    expected = ["first", "after"] + (["late"] if late else [])
+    assert sorted(sent()) == sorted(expected)  # each once
+    assert produced[0].counts.produced_inventory == len(expected)
+    full = reads_from.count(0)
+    assert len(reads_from) > full, "every pass read from the first id"
+    assert full <= duration_s / safety_poll_s + 2, f"{full} full passes in {duration_s} s"

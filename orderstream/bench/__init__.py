@@ -37,6 +37,7 @@ class BenchConfig:
     p3_rate_per_s: float
     p3_high_rate_per_s: float | None  # a second P3 run at this rate (None: none)
     p3_duration_s: float
+    p3_warmup_s: float  # written at the rate before the timed run (see p3_latency)
     p3_floor_records: int
     p4_small_events: int
     p4_large_events: int
@@ -46,17 +47,18 @@ class BenchConfig:
 
 FULL = BenchConfig(
     p1_events=200_000, p2_events=200_000,
-    p3_rate_per_s=1_000, p3_high_rate_per_s=5_000, p3_duration_s=60, p3_floor_records=10_000,
+    p3_rate_per_s=1_000, p3_high_rate_per_s=5_000, p3_duration_s=60, p3_warmup_s=20, p3_floor_records=10_000,
     p4_small_events=200_000, p4_large_events=2_000_000, p4_scaled_down=False,
     p5_events=100_000,
 )
 QUICK = replace(
-    FULL, p1_events=50_000, p2_events=50_000, p3_duration_s=15, p3_floor_records=2_000,
+    FULL, p1_events=50_000, p2_events=50_000, p3_duration_s=15, p3_warmup_s=10, p3_floor_records=2_000,
     p4_small_events=50_000, p4_large_events=500_000, p4_scaled_down=True,
 )
 # The smallest configuration that still exercises every path (tests).
 SMALLEST = BenchConfig(
-    p1_events=2_000, p2_events=2_000, p3_rate_per_s=200, p3_high_rate_per_s=None, p3_duration_s=3, p3_floor_records=200,
+    p1_events=2_000, p2_events=2_000, p3_rate_per_s=200, p3_high_rate_per_s=None, p3_duration_s=3, p3_warmup_s=0.5,
+    p3_floor_records=200,
     p4_small_events=1_000, p4_large_events=2_000, p4_scaled_down=True, p5_events=2_000,
 )
 
@@ -70,7 +72,8 @@ def run_measurements(env, config: BenchConfig, repeats: int, only: Iterable[str]
         "P1": lambda: p1_producer.measure(env, config.p1_events, repeats),
         "P2": lambda: p2_consumer.measure(env, config.p2_events, repeats),
         "P3": lambda: p3_latency.measure(
-            env, config.p3_rate_per_s, config.p3_duration_s, config.p3_floor_records, repeats, config.p3_high_rate_per_s
+            env, config.p3_rate_per_s, config.p3_duration_s, config.p3_floor_records, repeats, config.p3_high_rate_per_s,
+            config.p3_warmup_s,
         ),
         "P4": lambda: p4_memory.measure(env, config.p4_small_events, config.p4_large_events, repeats, config.p4_scaled_down),
         "P5": lambda: p5_prefect.measure(env, config.p5_events, repeats),

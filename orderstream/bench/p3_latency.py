@@ -5,8 +5,10 @@ One repeat, in a fresh workspace with the seed's stock:
 
 1. start `orderstream produce --continuous` and `orderstream consume inventory` /
    `orderstream consume delivery` as subprocesses (as they run in production);
-2. warm up: write a few orders and wait until both consumers applied them (so producer
-   start-up, GX and the group joins are not counted);
+2. warm up: write at the measured rate for `warmup_s` and wait until both consumers applied
+   it all (so start-up, GX's first runs, the group joins and the broker JVM's compilation of its
+   request paths, a quarter of a core for the first half minute, are not counted: the figure is
+   the pipeline's steady state, as on a long-running stack);
 3. a writer thread in this process appends routed events of the seed data (inventory lines
    and delivery status events of successive orders, in lifecycle order; each event is one
    order message) to the source table at a fixed rate (default 1,000/s) for the duration: on
@@ -55,7 +57,7 @@ GOAL_P50_MS = 100
 GOAL_HIGH_RATE_P99_MS = 1_000
 HISTOGRAM_EDGES_MS = tuple(float(e) for e in np.geomspace(1, 60_000, 49))  # 1 ms .. 60 s, 10 bins a factor of ~10
 TICK_S = 0.01
-WARMUP_EVENTS = 40
+WARMUP_MIN_EVENTS = 40
 READY_TIMEOUT_S = 240.0
 DRAIN_TIMEOUT_S = 180.0
 STOP_TIMEOUT_S = 30.0
@@ -208,11 +210,11 @@ def _percentile(values: np.ndarray, q: float) -> float:
     return float(np.percentile(values, q)) if len(values) else float("nan")
 
 
-def run_once(env: BenchEnv, rate: float, duration_s: float, floor_records: int) -> P3Run:
-    timed_events = int(rate * duration_s)
-    pool = order_pool(WARMUP_EVENTS + timed_events)
+def run_once(env: BenchEnv, rate: float, duration_s: float, floor_records: int, warmup_s: float) -> P3Run:
+    timed_events, warmup_events = int(rate * duration_s), max(WARMUP_MIN_EVENTS, int(rate * warmup_s))
+    pool = order_pool(warmup_events + timed_events)
     rows = event_rows(pool)
-    warm_rows, timed_rows = rows[:WARMUP_EVENTS], rows[WARMUP_EVENTS:]
+    warm_rows, timed_rows = rows[:warmup_events], rows[warmup_events:]
     kinds = dict(zip(pool["event_id"], pool["type"]))
     with env.workspace("p3") as ws:
         load_stock(ws.engine)
@@ -226,7 +228,7 @@ def run_once(env: BenchEnv, rate: float, duration_s: float, floor_records: int) 
             }.items():
                 procs[name], _ = _spawn(ws, name, args)
             warm = Writer(ws, warm_rows, rate)
-            warm.run(time.monotonic() + 60)
+            warm.run(time.monotonic() + warmup_s + 60)
             if warm.error:
                 raise warm.error
             _wait_applied(ws, len(warm_rows), READY_TIMEOUT_S, procs, "warm-up")
@@ -255,7 +257,7 @@ def run_once(env: BenchEnv, rate: float, duration_s: float, floor_records: int) 
         if len(latencies) != len(writer.committed) or len(writer.committed) != timed_events:
             raise CountMismatch(f"P3: {timed_events} events requested, {len(writer.committed)} written, {len(latencies)} applied")
         floor_topic = ws.topic("e2e", partitions=1)
-        record_size = round(frame_messages(pool.iloc[WARMUP_EVENTS:]).avg_value_bytes)
+        record_size = round(frame_messages(pool.iloc[warmup_events:]).avg_value_bytes)
         floor = end_to_end(ws.settings, env.bootstrap, floor_topic, floor_records, record_size)
     values = np.array(list(latencies.values()))
     by_kind = {kind: np.array([v for e, v in latencies.items() if kinds.get(e) == kind]) for kind in ("inventory", "delivery")}
@@ -288,7 +290,9 @@ def run_once(env: BenchEnv, rate: float, duration_s: float, floor_records: int) 
     return run
 
 
-def _summary(runs: list[P3Run], rate: float, duration_s: float, goal_p99_ms: float, goal_p50_ms: float | None) -> dict:
+def _summary(
+    runs: list[P3Run], rate: float, duration_s: float, warmup_s: float, goal_p99_ms: float, goal_p50_ms: float | None
+) -> dict:
     p99, p50 = median(r.p99_ms for r in runs), median(r.p50_ms for r in runs)
     met = p99 is not None and p99 <= goal_p99_ms and (goal_p50_ms is None or (p50 is not None and p50 <= goal_p50_ms))
     goal = f"p99_ms <= {goal_p99_ms}" + (f" and p50_ms <= {goal_p50_ms}" if goal_p50_ms is not None else "")
@@ -308,6 +312,7 @@ def _summary(runs: list[P3Run], rate: float, duration_s: float, goal_p99_ms: flo
         "goal_met": met,
         "rate_per_s": rate,
         "duration_s": duration_s,
+        "warmup_s": warmup_s,
         "events": median(r.events for r in runs),
         "histogram_edges_ms": list(HISTOGRAM_EDGES_MS),
         "histogram": [sum(counts) for counts in zip(*(r.histogram for r in runs))],
@@ -317,11 +322,12 @@ def _summary(runs: list[P3Run], rate: float, duration_s: float, goal_p99_ms: flo
 
 
 def measure(
-    env: BenchEnv, rate: float, duration_s: float, floor_records: int, repeats: int, high_rate: float | None = None
+    env: BenchEnv, rate: float, duration_s: float, floor_records: int, repeats: int, high_rate: float | None = None,
+    warmup_s: float = 1.0,
 ) -> dict:
-    runs = [run_once(env, rate, duration_s, floor_records) for _ in range(repeats)]
-    result = _summary(runs, rate, duration_s, GOAL_P99_MS, GOAL_P50_MS) | {"floor_records": floor_records}
+    runs = [run_once(env, rate, duration_s, floor_records, warmup_s) for _ in range(repeats)]
+    result = _summary(runs, rate, duration_s, warmup_s, GOAL_P99_MS, GOAL_P50_MS) | {"floor_records": floor_records}
     if high_rate:
-        high = [run_once(env, high_rate, duration_s, floor_records) for _ in range(repeats)]
-        result["high_rate"] = _summary(high, high_rate, duration_s, GOAL_HIGH_RATE_P99_MS, None)
+        high = [run_once(env, high_rate, duration_s, floor_records, warmup_s) for _ in range(repeats)]
+        result["high_rate"] = _summary(high, high_rate, duration_s, warmup_s, GOAL_HIGH_RATE_P99_MS, None)
     return result

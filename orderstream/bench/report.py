@@ -122,7 +122,8 @@ def rows(result: dict) -> list[tuple[str, str, str, str, str, str]]:
             if not section:
                 continue
             out.append((
-                f"P3 latency, commit to applied ({section['rate_per_s']:,.0f}/s for {section['duration_s']:.0f} s)",
+                f"P3 latency, commit to applied ({section['rate_per_s']:,.0f}/s for {section['duration_s']:.0f} s"
+                + (f", after {section['warmup_s']:.0f} s of warm-up" if section.get("warmup_s") else "") + ")",
                 f"p50 {_n(section['p50_ms'])} / p95 {_n(section['p95_ms'])} / p99 {_n(section['p99_ms'])} ms "
                 f"(commit to acknowledged: p50 {_n(section.get('producer_p50_ms'))} / p99 {_n(section.get('producer_p99_ms'))}; "
                 f"acknowledged to applied: p50 {_n(section.get('consumer_p50_ms'))} / p99 {_n(section.get('consumer_p99_ms'))})",

@@ -28,7 +28,7 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, Protocol
 
@@ -44,6 +44,7 @@ from orderstream.consumers.primitives import ledger_key, parse_into, records, re
 from orderstream.consumers.stats import ConsumerStats
 from orderstream.db import bulk as sql
 from orderstream.errors import UserError
+from orderstream.heap import long_lived_heap_frozen
 from orderstream.kafka import clients
 from orderstream.kafka.groups import TRANSIENT_ERRORS
 from orderstream.lifecycle import StopSignal
@@ -359,15 +360,20 @@ class BatchConsumer:
         self.stats.record_batch(len(envs))
         metrics.observe_consumer_batch(self.topic, envs, applied, deduplicated, dead, seconds)
         # The batch's SQLAlchemy statements and results sit in reference cycles holding its
-        # JSON parameters (~350 bytes an event); at the lax thresholds below they would wait
+        # JSON parameters (~350 bytes an event); at the lax thresholds of `run` they would wait
         # for a rare full collection and memory would grow with the backlog. With the
         # long-lived heap frozen, a full collection only walks the last batch or two.
         gc.collect()
         return True
 
     def run(self) -> ConsumerStats:
+        # A batch allocates tens of thousands of short-lived, acyclic objects (envelopes, rows): at
+        # the default thresholds the collector ran hundreds of times a batch; now about once.
+        with long_lived_heap_frozen(GC_YOUNG_THRESHOLD):
+            return self._run()
+
+    def _run(self) -> ConsumerStats:
         consumer = self._consumer = self._new_consumer()
-        restore_gc = _batch_friendly_gc()
         applier = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"{self.handler.role}-apply")
         try:
             consumer.subscribe(
@@ -401,27 +407,5 @@ class BatchConsumer:
                 self._consumer = None
                 self._admin = None
                 self.dlq.close()
-                restore_gc()
                 self.stats.stopped_at = time.monotonic()
         return self.stats
-
-
-def _batch_friendly_gc() -> Callable[[], None]:
-    """Keep Python's cycle collector from rescanning the heap for every few hundred objects.
-
-    A batch allocates tens of thousands of short-lived, acyclic objects (envelopes, rows);
-    at the default thresholds the collector runs hundreds of times per batch and walks the
-    whole long-lived heap (SQLAlchemy, pydantic, ...) again and again, which cost as much
-    CPU as the rest of the consumer. The long-lived heap is frozen out of collection and
-    the young generation may grow to about a batch. Returns a function that restores both.
-    """
-    previous = gc.get_threshold()
-    gc.collect()
-    gc.freeze()
-    gc.set_threshold(GC_YOUNG_THRESHOLD, previous[1], previous[2])
-
-    def restore() -> None:
-        gc.set_threshold(*previous)
-        gc.unfreeze()
-
-    return restore

@@ -21,13 +21,13 @@ from sqlalchemy import (
     Select,
     Table,
     Text,
-    and_,
     bindparam,
     cast,
     column,
     func,
     select,
     text,
+    true,
     tuple_,
     update,
 )
@@ -172,18 +172,24 @@ def select_keys(
 ) -> list[Row]:
     """`query` restricted to rows whose `key_columns` are one of `keys`.
 
-    `lock` takes FOR UPDATE row locks on PostgreSQL, in the query's ORDER BY order (SQLite
-    write transactions are serialized already).
+    On PostgreSQL the rows come in key order, and `lock` takes
+    FOR UPDATE row locks in that order (SQLite write transactions are serialized already, and
+    its rows come in the query's own ORDER BY).
     """
     if not keys:
         return []
     if is_postgres(session):
         names = [c.name for c in key_columns]
-        source = _recordset([dict(zip(names, key)) for key in keys], {c.name: c.type for c in key_columns}, "keys")
-        query = query.join(source, and_(*[c == source.c[c.name] for c in key_columns]))
+        source = _recordset([dict(zip(names, key)) for key in sorted(keys)], {c.name: c.type for c in key_columns}, "keys")
+        # A LATERAL subquery is a nested loop over the keys, in their order: one index probe per
+        # key. Joined plainly, the planner (which guesses 100 rows for the recordset) chose a hash
+        # join over a full scan of the table, a cost that grew with the table.
+        probe = query.order_by(None).where(*[c == source.c[c.name] for c in key_columns])
         if lock:
-            query = query.with_for_update(of=key_columns[0].table)
-        return list(session.execute(query))
+            probe = probe.with_for_update(of=key_columns[0].table)
+        lateral = probe.lateral("probe")
+        ordered = [source.c[c.name] for c in key_columns]
+        return list(session.execute(select(*lateral.c).select_from(source).join(lateral, true()).order_by(*ordered)))
     rows: list[Row] = []
     if len(key_columns) == 1:
         for chunk in chunks([key[0] for key in keys]):

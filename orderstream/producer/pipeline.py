@@ -1,9 +1,10 @@
 """One produce pass: extract -> validate (GX) -> filter and produce -> commit progress, chunk by chunk.
 
 A pass works with two chunks in hand: while this thread extracts, validates and sends chunk N+1,
-a second one awaits chunk N's acknowledgements and commits its progress. The broker and the
-database do their part of N while Python works on N+1; progress still moves only after the broker
-acknowledged, and at most two chunks are held in memory.
+a second one (`Finishing`) awaits chunk N's acknowledgements and commits its progress. The broker
+and the database do their part of N while Python works on N+1; progress still moves only after the
+broker acknowledged, and at most two chunks are held in memory. A continuous producer keeps its
+`Finishing` from pass to pass, so the next pass overlaps the last chunk of the one before too.
 
 The steps are plain functions; `Steps` says how a pass calls them, so the Prefect layer
 (`tasks/produce.py`) runs them as tasks and the benchmark times them without patching anything.
@@ -38,9 +39,11 @@ ROUTED = ("inventory", "delivery")
 
 @dataclass
 class PassReport:
-    batches: int = 0
+    batches: int = 0  # chunks finished (acknowledged and committed) in the pass
     counts: BatchCounts = field(default_factory=BatchCounts)
     quarantine_reasons: dict[str, int] = field(default_factory=dict)
+    rows_read: int = 0  # rows the pass extracted, finished or still finishing
+    last_id: int = 0  # the highest source id it read
 
     def add(self, counts: BatchCounts, reasons: dict[str, int], batches: int = 1) -> None:
         self.batches += batches
@@ -177,6 +180,42 @@ def watching_progress(callback: Callable[[int], None]) -> Iterator[None]:
         _progress_watchers.remove(callback)
 
 
+class Finishing:
+    """The chunk whose acknowledgements are awaited and whose progress is committed, in a thread
+    of its own (or as `Steps.finish` runs it); one at a time, in the order handed over."""
+
+    def __init__(self, steps: Steps = Steps()) -> None:
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="finish-batch")
+        self._start = steps.finish or self._in_thread
+        self._outcome: Outcome | None = None
+
+    def _in_thread(self, *args: Any) -> Future[FinishResult]:
+        return self._executor.submit(finish_batch, *args)
+
+    def hand_over(
+        self, sent: SentBatch, settings: Settings, producer: OrderProducer, sessions: sessionmaker[Session], report: PassReport
+    ) -> None:
+        """Start finishing `sent` once the chunk before it is finished (counted in `report`)."""
+        self.settle(report)
+        self._outcome = self._start(sent, settings, producer, sessions)
+
+    def settle(self, report: PassReport) -> None:
+        """Wait for the chunk in hand, if any, and count it in `report`."""
+        if self._outcome is None:
+            return
+        outcome, self._outcome = self._outcome, None
+        counts, reasons = outcome.result()
+        report.add(counts, reasons)
+        for watcher in list(_progress_watchers):
+            watcher(counts.extracted)
+
+    def close(self, report: PassReport) -> None:
+        try:
+            self.settle(report)
+        finally:
+            self._executor.shutdown(wait=True)
+
+
 def produce_pass(
     settings: Settings,
     producer: OrderProducer,
@@ -184,40 +223,30 @@ def produce_pass(
     *,
     chunk_size: int,
     steps: Steps = Steps(),
+    after_id: int = 0,
+    finishing: Finishing | None = None,
 ) -> PassReport:
-    """One pass over everything pending, chunk by chunk, the previous chunk finishing in a
-    second thread (see the module docstring); memory is bounded by two chunks."""
+    """One pass over every pending row with an id above `after_id`, chunk by chunk, the previous
+    chunk finishing meanwhile (see the module docstring); memory is bounded by two chunks.
+
+    With `finishing`, the caller's, the pass leaves its last chunk finishing there (the next pass
+    starts above `last_id`, so it does not read those rows again); without, it waits for it."""
     report = PassReport()
-    finishing: Outcome | None = None
-
-    def finished() -> None:
-        assert finishing is not None
-        counts, reasons = finishing.result()
-        report.add(counts, reasons)
-        for watcher in list(_progress_watchers):
-            watcher(counts.extracted)
-
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="finish-batch") as finisher:
-
-        def in_thread(*args: Any) -> Future[FinishResult]:
-            return finisher.submit(finish_batch, *args)
-
-        finish = steps.finish or in_thread
-        after_id = 0
-        try:
-            while not stop_requested.is_set():
-                with sessions() as session:
-                    frame = steps.extract(session, after_id, chunk_size)
-                if frame.empty:
-                    break
-                after_id = int(frame["id"].iloc[-1])
-                sent = steps.send(frame, settings, producer)
-                if finishing is not None:
-                    finished()
-                finishing = finish(sent, settings, producer, sessions)
-                if len(frame) < chunk_size:  # the read reached the end: rows committed since are the next pass's
-                    break
-        finally:
-            if finishing is not None:
-                finished()
+    own = finishing is None
+    finishing = finishing or Finishing(steps)
+    try:
+        while not stop_requested.is_set():
+            with sessions() as session:
+                frame = steps.extract(session, after_id, chunk_size)
+            if frame.empty:
+                break
+            after_id = report.last_id = int(frame["id"].iloc[-1])
+            report.rows_read += len(frame)
+            sent = steps.send(frame, settings, producer)
+            finishing.hand_over(sent, settings, producer, sessions, report)
+            if len(frame) < chunk_size:  # the read reached the end: rows committed since are the next pass's
+                break
+    finally:
+        if own:
+            finishing.close(report)
     return report

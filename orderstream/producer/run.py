@@ -10,16 +10,20 @@ from __future__ import annotations
 
 import time
 
+from sqlalchemy.orm import Session, sessionmaker
+
 from orderstream.db.locks import run_lock
 from orderstream.errors import UserError
+from orderstream.heap import long_lived_heap_frozen
 from orderstream.kafka.clients import LATENCY_PRODUCER
 from orderstream.kafka.producer import OrderProducer
 from orderstream.lifecycle import stop_requested
 from orderstream.ops.common import run_logger
 from orderstream.producer.extract import PendingRows, count_pending
-from orderstream.producer.pipeline import PassReport, Steps, produce_pass
+from orderstream.producer.pipeline import Finishing, PassReport, Steps, produce_pass
 from orderstream.runtime import Runtime
-from orderstream.validation.checker import drain_producer_checks
+from orderstream.settings import Settings
+from orderstream.validation.checker import drain_producer_checks, producer_checker
 
 
 class ProducerBusy(UserError):
@@ -76,24 +80,51 @@ def _run(
             total = produce_pass(settings, producer, sessions, chunk_size=chunk, steps=batch_steps)
         else:
             deadline = time.monotonic() + duration_s if duration_s else None
-            with PendingRows(engine, interval, settings.produce_safety_poll_s) as pending:
-                how = "woken by new rows" if pending.listening else f"polling every {interval:.2f}s"
-                log.info("continuous produce: %s", how)
-                next_pass = 0.0
-                while not stop_requested.is_set() and (deadline is None or time.monotonic() < deadline):
-                    gather = next_pass - time.monotonic()
-                    if gather > 0 and stop_requested.wait(gather):
-                        break
-                    next_pass = time.monotonic() + settings.produce_gather_s
-                    pending.clear()
-                    one = produce_pass(settings, producer, sessions, chunk_size=chunk)
-                    if one.batches:
-                        total.add(one.counts, one.quarantine_reasons, one.batches)
-                    else:
-                        pending.wait(stop_requested)
+            producer_checker(settings).rules()  # starts GX's worker: what the first pass would wait for
+            finishing = Finishing()
+            try:
+                with PendingRows(engine, interval, settings.produce_safety_poll_s) as pending, long_lived_heap_frozen():
+                    how = "woken by new rows" if pending.listening else f"polling every {interval:.2f}s"
+                    log.info("continuous produce: %s", how)
+                    _continuous(settings, producer, sessions, pending, finishing, chunk, deadline, total)
+            finally:
+                finishing.close(total)
     c = total.counts
     log.info(
         "produced %d inventory and %d delivery events, %d other skipped, %d quarantined, %d unacknowledged",
         c.produced_inventory, c.produced_delivery, c.skipped_other, c.quarantined, c.unacknowledged,
     )
     return total
+
+
+def _continuous(
+    settings: Settings, producer: OrderProducer, sessions: sessionmaker[Session], pending: PendingRows,
+    finishing: Finishing, chunk: int, deadline: float | None, total: PassReport,
+) -> None:
+    """Passes back to back while rows keep coming, each overlapping the last chunk of the one before.
+
+    A pass reads only rows above the highest id read so far: on PostgreSQL the pending index keeps
+    an entry for every row produced since the last vacuum, and a read from the first id walks them
+    all (its cost grew with every produced row). Rows below that id that are pending now (sent but
+    not acknowledged, or committed late by a writer that took its id earlier) are found by a full
+    pass every `produce_safety_poll_s`, which first waits for the chunk in flight so as not to read
+    it again.
+    """
+    read_up_to = 0  # every pending row up to this id was read by a pass
+    next_pass = full_pass_at = 0.0
+    while not stop_requested.is_set() and (deadline is None or time.monotonic() < deadline):
+        gather = next_pass - time.monotonic()
+        if gather > 0 and stop_requested.wait(gather):
+            break
+        next_pass = time.monotonic() + settings.produce_gather_s
+        pending.clear()
+        after_id = read_up_to
+        if time.monotonic() >= full_pass_at:
+            finishing.settle(total)
+            after_id, full_pass_at = 0, time.monotonic() + settings.produce_safety_poll_s
+        one = produce_pass(settings, producer, sessions, chunk_size=chunk, after_id=after_id, finishing=finishing)
+        read_up_to = max(read_up_to, one.last_id)
+        total.add(one.counts, one.quarantine_reasons, one.batches)
+        if not one.rows_read:
+            finishing.settle(total)
+            pending.wait(stop_requested)
