@@ -59,7 +59,8 @@ class Settings(BaseSettings):
     # Continuous mode on SQLite (or without a PostgreSQL listener): how long it sleeps when
     # nothing is pending, a floor under its latency there.
     produce_poll_interval_s: float = 0.05
-    # Continuous mode on PostgreSQL: woken by a notification of new rows, it still looks this often.
+    # Continuous mode: woken by a notification of new rows on PostgreSQL, it still looks this often;
+    # and a pass this often reads from the first id (rows pending again below those read, see producer/run.py).
     produce_safety_poll_s: float = 1.0
     # Continuous mode: passes start at most this often. Each pass has a fixed cost (validation,
     # two statements, a commit): at one pass per source commit the producer would spin on a core
