@@ -1,7 +1,7 @@
 """Keep Python's cycle collector off the long-lived heap of a long-running role.
 
 After start-up a role holds hundreds of thousands of long-lived objects (SQLAlchemy, pydantic,
-pandas, the GX suite): a full collection walks them all, 0.2 s of the producer's main thread with
+pandas): a full collection walks them all, about 0.15 s of the producer's main thread with
 the GIL held, a pause of every message in flight. Frozen, they are never scanned again; only
 what the role allocates afterwards is.
 """

@@ -185,11 +185,13 @@ class Finishing:
     of its own (or as `Steps.finish` runs it); one at a time, in the order handed over."""
 
     def __init__(self, steps: Steps = Steps()) -> None:
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="finish-batch")
+        # A thread only when this runs finish_batch itself, not when `Steps.finish` does (a Prefect task).
+        self._executor = None if steps.finish else ThreadPoolExecutor(max_workers=1, thread_name_prefix="finish-batch")
         self._start = steps.finish or self._in_thread
         self._outcome: Outcome | None = None
 
     def _in_thread(self, *args: Any) -> Future[FinishResult]:
+        assert self._executor is not None
         return self._executor.submit(finish_batch, *args)
 
     def hand_over(
@@ -213,7 +215,8 @@ class Finishing:
         try:
             self.settle(report)
         finally:
-            self._executor.shutdown(wait=True)
+            if self._executor is not None:
+                self._executor.shutdown(wait=True)
 
 
 def produce_pass(
