@@ -22,10 +22,14 @@ Compensation (the rule the Confluent demo leaves out, its issue #436):
 * An inventory event applied AFTER its order's delivery is already `cancelled` is
   recorded as `reserved` with `released_at` set at once and takes no stock; it still
   counts as applied (it did take effect: reserved and released in one step).
-* On PostgreSQL the two sides cannot miss each other: an inventory batch holds
-  `reservations` in ROW EXCLUSIVE mode from before it reads the deliveries' states, and a
-  cancelling delivery batch takes SHARE ROW EXCLUSIVE before it reads the reservations,
-  so one of them always sees the other's committed rows. SQLite serializes writers.
+* On PostgreSQL the two sides cannot miss each other: an inventory batch holds a shared
+  advisory lock on each of its orders (`ORDER_LOCKS`, striped: `bulk.lock_stripes`) from before
+  it reads the deliveries' states, and a cancelling delivery batch takes the same locks
+  exclusively before it reads the reservations, so one of them always sees the other's
+  committed rows. Only batches that share an order's stripe wait for each other (a table lock
+  made every inventory batch wait for every cancelling delivery batch). Locks are taken in one
+  order, deliveries and capacity rows, then order stripes, then stock rows, so two batches never
+  deadlock. SQLite serializes writers.
 """
 
 from __future__ import annotations
@@ -48,6 +52,7 @@ ROLE = "inventory"
 STOCK = table_of(Stock)
 RESERVATIONS = table_of(Reservation)
 DELIVERIES = table_of(Delivery)
+ORDER_LOCKS = 1  # the advisory lock space of orders (compensation, see above)
 
 
 class InventoryEvent:
@@ -122,11 +127,12 @@ class InventoryHandler:
         return inventory_event(self._read(value))
 
     def apply(self, session: Session, events: Sequence[Envelope], now: dt.datetime) -> list[Envelope]:
+        order_ids = sorted({env.event.order_id for env in events})
         # Before reading the deliveries' states: see the module docstring (compensation).
-        sql.lock_table(session, RESERVATIONS, "ROW EXCLUSIVE")
+        sql.lock_stripes(session, ORDER_LOCKS, order_ids, shared=True)
         keys = sorted({(env.event.sku, env.event.warehouse_id) for env in events})
         available = _available(session, keys)
-        cancelled = _cancelled_orders(session, sorted({env.event.order_id for env in events}))
+        cancelled = _cancelled_orders(session, order_ids)
 
         taken: dict[tuple[str, str], int] = defaultdict(int)
         rows: list[dict] = []
@@ -172,7 +178,7 @@ def release_reservations(session: Session, order_ids: Iterable[str], now: dt.dat
     order_ids = sorted(set(order_ids))
     if not order_ids:
         return 0
-    sql.lock_table(session, RESERVATIONS, "SHARE ROW EXCLUSIVE")
+    sql.lock_stripes(session, ORDER_LOCKS, order_ids, shared=False)
     query = select(
         RESERVATIONS.c.event_id, RESERVATIONS.c.sku, RESERVATIONS.c.warehouse_id, RESERVATIONS.c.quantity
     ).where(RESERVATIONS.c.outcome == "reserved", RESERVATIONS.c.released_at.is_(None))

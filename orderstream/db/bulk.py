@@ -7,6 +7,7 @@ belongs to the runner.
 from __future__ import annotations
 
 import typing
+import zlib
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any, TypeVar
 
@@ -64,17 +65,30 @@ def chunks(items: Sequence[T], size: int = IN_CHUNK) -> Iterator[Sequence[T]]:
         yield items[start : start + size]
 
 
-# Table locks the consumers take, as fixed statements (no SQL is assembled from strings).
-_LOCKS = {
-    ("reservations", "ROW EXCLUSIVE"): text("LOCK TABLE reservations IN ROW EXCLUSIVE MODE"),
-    ("reservations", "SHARE ROW EXCLUSIVE"): text("LOCK TABLE reservations IN SHARE ROW EXCLUSIVE MODE"),
+# Advisory locks on stripes of a key space (PostgreSQL): a transaction locks the stripes of its
+# keys, never more than LOCK_STRIPES of them whatever its batch, because the server's lock table is
+# shared and small (max_locks_per_transaction per connection). Keys in one stripe merely wait for
+# each other.
+LOCK_STRIPES = 512
+_STRIPE_LOCKS = {
+    True: text("SELECT pg_advisory_xact_lock_shared(:space, s) FROM unnest(CAST(:stripes AS integer[])) AS s ORDER BY s"),
+    False: text("SELECT pg_advisory_xact_lock(:space, s) FROM unnest(CAST(:stripes AS integer[])) AS s ORDER BY s"),
 }
 
 
-def lock_table(session: Session, table: Table, mode: str) -> None:
-    """Take a PostgreSQL table lock; SQLite write transactions are serialized already."""
-    if is_postgres(session):
-        session.execute(_LOCKS[(table.name, mode)])
+def stripes_of(keys: Iterable[str]) -> list[int]:
+    """The stripes `keys` fall in, in lock order (the same in every process: crc32, not hash())."""
+    return sorted({zlib.crc32(key.encode()) % LOCK_STRIPES for key in keys})
+
+
+def lock_stripes(session: Session, space: int, keys: Iterable[str], *, shared: bool) -> None:
+    """Hold the advisory locks of `keys`' stripes in `space` until the transaction ends, shared or
+    exclusive, taken in stripe order so that no two transactions wait for each other in a cycle.
+    SQLite write transactions are serialized already."""
+    if not is_postgres(session):
+        return
+    if stripes := stripes_of(keys):
+        session.execute(_STRIPE_LOCKS[shared], {"space": space, "stripes": stripes})
 
 
 # On PostgreSQL a batch travels as ONE parameter, a JSON array of row objects serialized by
@@ -183,8 +197,10 @@ def select_keys(
         source = _recordset([dict(zip(names, key)) for key in sorted(keys)], {c.name: c.type for c in key_columns}, "keys")
         # A LATERAL subquery is a nested loop over the keys, in their order: one index probe per
         # key. Joined plainly, the planner (which guesses 100 rows for the recordset) chose a hash
-        # join over a full scan of the table, a cost that grew with the table.
-        probe = query.order_by(None).where(*[c == source.c[c.name] for c in key_columns])
+        # join over a full scan of the table, a cost that grew with the table. OFFSET 0 keeps the
+        # planner from flattening the subquery into a plain join: on a table that grew since its
+        # last ANALYZE it then scanned the table and probed the keys for each of its rows.
+        probe = query.order_by(None).where(*[c == source.c[c.name] for c in key_columns]).offset(0)
         if lock:
             probe = probe.with_for_update(of=key_columns[0].table)
         lateral = probe.lateral("probe")

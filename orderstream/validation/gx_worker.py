@@ -101,6 +101,11 @@ def serve(inbox: Inbox, out: IO[bytes], merge_rows: int, gather_s: float = DEFAU
         send(("checked", [(seq, report) for (seq, _), report in zip(taken, reports)]))
 
 
+# The check is off the latency path: on a busy machine the producer and the consumers get the
+# cores first. Its bounded queue (`max_rows_behind`) keeps it from falling behind for good.
+NICENESS = 10
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="gx_worker")
     parser.add_argument("--merge-rows", type=int, default=DEFAULT_MERGE_ROWS)
@@ -109,6 +114,7 @@ def main(argv: list[str] | None = None) -> int:
     out = os.fdopen(os.dup(1), "wb")
     os.dup2(2, 1)  # stray prints (GX's, a library's) go to stderr, not into the protocol
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent stops it by closing stdin
+    os.nice(NICENESS)
     logging.basicConfig(level=logging.INFO, format="gx-check %(levelname)s %(message)s")
     logging.getLogger("great_expectations").setLevel(logging.WARNING)  # its INFO narration, as in orderstream.logs
     try:
