@@ -21,7 +21,7 @@ from hypothesis import strategies as st
 
 from expectations.order_events import FIELDS, STATUSES, country_codes, prepare
 from orderstream.validation import evaluator
-from orderstream.validation.evaluator import Rule, evaluate, rules_of, supported
+from orderstream.validation.evaluator import Rule, evaluate, re2_spelling, rules_of, supported
 from orderstream.validation.gx_check import CheckJob, groups, split_results
 from orderstream.validation.gx_suite import judgement_of, run_rules, run_suite, suite_configs
 from orderstream.validation.verdicts import Judgement, ValidationFailed, disagreements
@@ -168,6 +168,16 @@ def assert_same(ours: Judgement | str, theirs: Judgement | str) -> None:
 def test_the_evaluator_judges_hostile_frames_as_gx_does_row_for_row(raw: pd.DataFrame) -> None:
     frame = prepare(raw)
     assert_same(judged_by_evaluator(frame), judged_by_gx(frame))
+
+
+def test_the_suites_patterns_run_on_arrow_and_those_pandas_may_give_to_python_stay_with_pandas() -> None:
+    """The evaluator calls Arrow's RE2 itself only where pandas would, whatever the data."""
+    patterns = [rule.kwargs["regex"] for rule in rules_of(suite_configs()) if "regex" in rule.kwargs]
+    assert patterns and all(re2_spelling(p) is not None for p in patterns)
+    assert re2_spelling(r"^[a-z]+\Z") == r"^[a-z]+\z" and re2_spelling(r"[$]\.") == r"[$]\."
+    for python_maybe in (r"^\d+\Z", r"\s", r"\w", r"\bx", r"^a$", r"(?=x)x", r"(a)\1", r"(?i)abc", r"\\Z", r"[\Z]",
+                         r"[]a]", r"\u00e9", r"(?P<n>a)"):
+        assert re2_spelling(python_maybe) is None, python_maybe
 
 
 def test_the_suite_uses_only_types_the_evaluator_implements() -> None:

@@ -311,8 +311,9 @@ def test_text_preparation_is_pandas_strip_and_where_computed_with_arrow() -> Non
 
     from expectations.order_events import _as_text
 
-    cells = st.one_of(st.none(), st.just(np.nan), st.text(max_size=6), st.sampled_from([" ", "\t\n", "\u00a0", "\u3000 x"]),
-                      st.integers(), st.floats(allow_nan=False), st.booleans())
+    cells = st.one_of(st.none(), st.just(np.nan), st.just(pd.NA), st.text(max_size=6),
+                      st.sampled_from([" ", "\t\n", "\u00a0", "\u3000 x"]), st.integers(), st.floats(allow_nan=False),
+                      st.booleans())
 
     @given(st.lists(cells, max_size=30))
     def same(values: list) -> None:

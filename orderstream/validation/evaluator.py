@@ -18,10 +18,13 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from functools import cache, cached_property
 from typing import Any
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from orderstream.validation.verdicts import ExpectationStat, Judgement, ValidationFailed
 
@@ -62,47 +65,119 @@ def rules_of(configs: Iterable[Mapping[str, Any]]) -> tuple[Rule, ...]:
 
 # --- the conditions: for each type, the mask of failing values among the rows it judges ------------
 # Each takes the judged values, nulls dropped, and the kwargs. "Not null" is read off the null masks.
+# A text column's values come as Arrow too: where Arrow's kernel is the one pandas itself calls
+# for GX's operation, the condition calls it directly (pandas' per-call cost dominates a small batch).
 
-Condition = Callable[[pd.Series, Mapping[str, Any]], Any]
+
+class Judged:
+    """The non-null values of a column in the rows a rule judges, and their positions."""
+
+    def __init__(self, column: pd.Series, rows: np.ndarray | None, positions: np.ndarray, text: pa.Array | None):
+        self._column, self._rows = column, rows  # rows None: every row
+        self.positions = positions
+        self.text = text  # the values as Arrow strings if the column holds text, else None
+
+    def __len__(self) -> int:
+        return len(self.positions)
+
+    @cached_property
+    def series(self) -> pd.Series:
+        return self._column if self._rows is None else self._column[self._rows]
 
 
-def _between_mask(series: pd.Series, kwargs: Mapping[str, Any]) -> Any:
+Condition = Callable[[Judged, Mapping[str, Any]], Any]
+
+
+def _between_mask(values: Any, kwargs: Mapping[str, Any]) -> Any:
     """GX's bounds on numbers: both inclusive unless strict_min / strict_max."""
     low, high = kwargs.get("min_value"), kwargs.get("max_value")
     strict_low, strict_high = bool(kwargs.get("strict_min")), bool(kwargs.get("strict_max"))
-    inside = np.ones(len(series), dtype=bool)
+    inside = np.ones(len(values), dtype=bool)
     if low is not None:
-        inside &= np.asarray(series > low if strict_low else series >= low, dtype=bool)
+        inside &= np.asarray(values > low if strict_low else values >= low, dtype=bool)
     if high is not None:
-        inside &= np.asarray(series < high if strict_high else series <= high, dtype=bool)
+        inside &= np.asarray(values < high if strict_high else values <= high, dtype=bool)
     return ~inside
 
 
-def _value_lengths_between(values: pd.Series, kwargs: Mapping[str, Any]) -> Any:
-    # GX column_values.value_length.between: column.astype(str).str.len() between the bounds.
-    return _between_mask(values.astype(str).str.len(), kwargs)
+def _numpy(values: pa.Array) -> np.ndarray:
+    return values.to_numpy(zero_copy_only=False)
 
 
-def _unique(values: pd.Series, kwargs: Mapping[str, Any]) -> Any:
+def _value_lengths_between(judged: Judged, kwargs: Mapping[str, Any]) -> Any:
+    # GX column_values.value_length.between: column.astype(str).str.len() between the bounds
+    # (on text, astype(str) is the column itself and str.len is Arrow's utf8_length).
+    if judged.text is not None:
+        return _between_mask(_numpy(pc.utf8_length(judged.text)), kwargs)
+    return _between_mask(judged.series.astype(str).str.len(), kwargs)
+
+
+def _unique(judged: Judged, kwargs: Mapping[str, Any]) -> Any:
     # GX column_values.unique: ~column.duplicated(keep=False); every copy of a repeated value fails.
-    return values.duplicated(keep=False)
+    return judged.series.duplicated(keep=False)
 
 
-def _match_regex(values: pd.Series, kwargs: Mapping[str, Any]) -> Any:
+# Escapes that mean the same literal character to Python's re and to RE2.
+_LITERAL_ESCAPES = frozenset(".^$*+?()[]{}|/-")
+
+
+@cache
+def re2_spelling(regex: str) -> str | None:
+    """The pattern as pandas hands it to Arrow's RE2 whatever the data, or None if pandas may use
+    Python's re for it (GX's match_regex is pandas' str.contains).
+
+    Conservative: only literal escapes and `\\Z` (which pandas spells `\\z`), no `$` outside a
+    class (Python's also matches before a final newline), no `(?` group but `(?:`. Anything
+    else (classes such as \\d or \\s, lookarounds, back references, flags) stays with pandas.
+    """
+    in_class, chars, i = False, [], 0
+    while i < len(regex):
+        char = regex[i]
+        if char == "\\":
+            escaped = regex[i + 1 : i + 2]
+            if escaped == "Z" and not in_class:
+                chars.append("\\z")
+            elif escaped in _LITERAL_ESCAPES and escaped:
+                chars.append(char + escaped)
+            else:
+                return None
+            i += 2
+            continue
+        if in_class:
+            in_class = char != "]"
+        elif char == "[":
+            if regex[i + 1 : i + 2] == "]" or regex[i + 1 : i + 3] == "^]":
+                return None  # a literal "]" first in a class: leave the reading to pandas
+            in_class = True
+        elif char == "$" or (char == "(" and regex[i + 1 : i + 2] == "?" and regex[i + 2 : i + 3] != ":"):
+            return None
+        chars.append(char)
+        i += 1
+    return "".join(chars)
+
+
+def _match_regex(judged: Judged, kwargs: Mapping[str, Any]) -> Any:
     # GX column_values.match_regex: column.astype(str).str.contains(regex), a search.
-    return ~values.astype(str).str.contains(kwargs["regex"])
+    regex = kwargs["regex"]
+    if judged.text is not None and (spelled := re2_spelling(regex)) is not None:
+        return ~_numpy(pc.match_substring_regex(judged.text, spelled))
+    return ~judged.series.astype(str).str.contains(regex)
 
 
-def _in_set(values: pd.Series, kwargs: Mapping[str, Any]) -> Any:
+def _in_set(judged: Judged, kwargs: Mapping[str, Any]) -> Any:
     # GX column_values.in_set: column.isin(value_set); no set at all lets every value pass.
     value_set = kwargs.get("value_set")
     if value_set is None:
-        return np.zeros(len(values), dtype=bool)
-    return ~values.isin(value_set)
+        return np.zeros(len(judged), dtype=bool)
+    if judged.text is not None and all(isinstance(v, str) for v in value_set):
+        # pandas' isin of text by text is Arrow's is_in
+        return ~_numpy(pc.is_in(judged.text, value_set=pa.array(value_set, type=judged.text.type)))
+    return ~judged.series.isin(value_set)
 
 
-def _between(values: pd.Series, kwargs: Mapping[str, Any]) -> Any:
+def _between(judged: Judged, kwargs: Mapping[str, Any]) -> Any:
     # GX column_values.between: vectorized on int and float columns, value by value otherwise.
+    values = judged.series
     low, high = kwargs.get("min_value"), kwargs.get("max_value")
     if low is None and high is None:
         raise ValidationFailed("min_value and max_value cannot both be None")
@@ -186,15 +261,24 @@ def _success(rule: Rule, element_count: int, nonnull: int, unexpected: int) -> b
 
 
 class Batch:
-    """A prepared frame and, made once per frame, the masks the rules share: the rows of each
-    event type, and the non-null values of each column."""
+    """A prepared frame and, made once per frame, what the rules share: the rows of each event
+    type, the non-null values of each column and their positions, text columns as Arrow."""
 
     def __init__(self, frame: pd.DataFrame) -> None:
         self.frame = frame
         self.positions = frame.index.to_numpy(dtype=np.int64)
+        self._columns: dict[str, tuple[pd.Series, pa.Array | None]] = {}
         self._of_type: dict[str | None, np.ndarray] = {}
         self._nonnull: dict[str, np.ndarray] = {}
-        self._judged: dict[tuple[str | None, str], pd.Series] = {}
+        self._judged: dict[tuple[str | None, str], Judged] = {}
+
+    def column(self, name: str) -> tuple[pd.Series, pa.Array | None]:
+        """The column, and its values as Arrow strings if it holds text (pandas' Arrow-backed str)."""
+        if name not in self._columns:
+            series = self.frame[name]
+            text = pa.array(series.array) if isinstance(series.array, pd.arrays.ArrowStringArray) else None
+            self._columns[name] = series, text
+        return self._columns[name]
 
     def of_type(self, event_type: str | None) -> np.ndarray:
         """Which rows a rule of `event_type` judges (every row for None)."""
@@ -202,22 +286,30 @@ class Batch:
             if event_type is None:
                 self._of_type[None] = np.ones(len(self.frame), dtype=bool)
             else:
-                self._of_type[event_type] = (self.frame["type"] == event_type).to_numpy(dtype=bool, na_value=False)
+                series, text = self.column("type")
+                if text is not None:
+                    self._of_type[event_type] = _numpy(pc.equal(text, event_type).fill_null(False))
+                else:
+                    self._of_type[event_type] = (series == event_type).to_numpy(dtype=bool, na_value=False)
         return self._of_type[event_type]
 
     def nonnull(self, column: str) -> np.ndarray:
         if column not in self._nonnull:
-            self._nonnull[column] = self.frame[column].notnull().to_numpy(dtype=bool)
+            series, text = self.column(column)
+            self._nonnull[column] = _numpy(text.is_valid()) if text is not None else series.notnull().to_numpy(dtype=bool)
         return self._nonnull[column]
 
-    def judged_values(self, event_type: str | None, column: str) -> pd.Series:
+    def judged_values(self, event_type: str | None, column: str) -> Judged:
         """The non-null values of `column` in the rows a rule of `event_type` judges (shared by
-        the rules on the same column and rows; pandas' per-call cost dominates a small batch)."""
+        the rules on the same column and rows)."""
         key = (event_type, column)
         if key not in self._judged:
             rows = self.of_type(event_type) & self.nonnull(column)
-            values = self.frame[column]
-            self._judged[key] = values if rows.all() else values[rows]
+            series, text = self.column(column)
+            if rows.all():
+                self._judged[key] = Judged(series, None, self.positions, text)
+            else:
+                self._judged[key] = Judged(series, rows, self.positions[rows], None if text is None else text.filter(rows))
         return self._judged[key]
 
 
@@ -241,7 +333,7 @@ def evaluate_rule(rule: Rule, batch: Batch) -> tuple[ExpectationStat, np.ndarray
         failed = np.asarray(condition(judged, rule.kwargs), dtype=bool)
     except (TypeError, ValueError) as exc:
         raise ValidationFailed(f"{rule.reason}: {exc}") from exc
-    positions = judged.index.to_numpy(dtype=np.int64)[failed]
+    positions = judged.positions[failed]
     unexpected, considered = len(positions), len(judged)
     return rule.stat(considered, unexpected, _success(rule, element_count, considered, unexpected)), positions
 
